@@ -1,0 +1,46 @@
+"""merlin_tracking: an always-correct ledger of Celery workflow runs in a shared Redis."""
+
+__version__ = "0.1.0"
+
+from merlin_tracking.database import TrackingDatabase  # noqa: E402
+from merlin_tracking.errors import (  # noqa: E402
+    DuplicateEntityError,
+    EntityNotFoundError,
+    InvalidFilterError,
+    InvalidRecordError,
+    InvalidTransitionError,
+    RunNotFoundError,
+    StoreUnavailableError,
+    StudyNotFoundError,
+    TrackingError,
+    WorkerNotFoundError,
+)
+from merlin_tracking.records import (  # noqa: E402
+    LogicalWorker,
+    PhysicalWorker,
+    Run,
+    RunStatus,
+    Study,
+    WorkerStatus,
+)
+
+__all__ = [
+    "DuplicateEntityError",
+    "EntityNotFoundError",
+    "InvalidFilterError",
+    "InvalidRecordError",
+    "InvalidTransitionError",
+    "LogicalWorker",
+    "PhysicalWorker",
+    "Run",
+    "RunNotFoundError",
+    "RunStatus",
+    "StoreUnavailableError",
+    "Study",
+    "StudyNotFoundError",
+    "TrackingDatabase",
+    "TrackingError",
+    "WorkerNotFoundError",
+    "WorkerStatus",
+    "__version__",
+]

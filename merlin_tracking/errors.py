@@ -1,0 +1,65 @@
+"""Exception hierarchy: every error the package raises on purpose is a ``TrackingError``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class TrackingError(Exception):
+    """Base class of every error raised by merlin_tracking."""
+
+
+class EntityNotFoundError(TrackingError, LookupError):
+    """No record of the given type matches the identifier."""
+
+    entity = "record"
+
+    def __init__(self, identifier: str, detail: str = "") -> None:
+        self.identifier = identifier
+        message = f"no {self.entity} matches {identifier!r}"
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+class StudyNotFoundError(EntityNotFoundError):
+    entity = "study"
+
+
+class RunNotFoundError(EntityNotFoundError):
+    entity = "run"
+
+
+class WorkerNotFoundError(EntityNotFoundError):
+    entity = "worker"
+
+
+class InvalidFilterError(TrackingError, ValueError):
+    """A ``get_all`` filter names an unknown key or carries a bad value."""
+
+
+class InvalidRecordError(TrackingError, ValueError):
+    """A field value cannot be stored (wrong type, not JSON, empty where required)."""
+
+
+class DuplicateEntityError(TrackingError):
+    """A unique field (study name, run workspace, worker name) is already taken."""
+
+    def __init__(self, entity: str, field: str, value: str, existing_id: str) -> None:
+        self.entity, self.field, self.value, self.existing_id = entity, field, value, existing_id
+        super().__init__(f"a {entity} with {field} {value!r} already exists (id {existing_id})")
+
+
+class InvalidTransitionError(TrackingError, ValueError):
+    """A status change that the state machine does not allow."""
+
+
+class StoreUnavailableError(TrackingError, ConnectionError):
+    """The backing store could not be reached; the URL is shown with its password masked."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        super().__init__(f"tracking store at {url} is unavailable: {reason}")
+
+
+def choices(values: Iterable[str]) -> str:
+    """Render valid values for an error message."""
+    return ", ".join(sorted(values))

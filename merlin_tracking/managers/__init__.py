@@ -1,0 +1,7 @@
+"""Managers: the domain rules (creation, lookups, cascades) on top of a store."""
+
+from merlin_tracking.managers.runs import RunManager
+from merlin_tracking.managers.studies import StudyManager
+from merlin_tracking.managers.workers import LogicalWorkerManager, PhysicalWorkerManager
+
+__all__ = ["LogicalWorkerManager", "PhysicalWorkerManager", "RunManager", "StudyManager"]

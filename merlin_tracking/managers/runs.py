@@ -1,0 +1,104 @@
+"""Runs: launches of a study into a workspace. Workspaces are unique."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from merlin_tracking.errors import InvalidRecordError, RunNotFoundError, StudyNotFoundError
+from merlin_tracking.ids import new_id
+from merlin_tracking.managers.base import Manager, require_text
+from merlin_tracking.managers.studies import StudyManager
+from merlin_tracking.records import Run
+from merlin_tracking.records.codec import str_tuple
+from merlin_tracking.stores.base import TrackingStore
+
+# Fields a caller may set through ``create``/``update``; anything else goes to additional_data.
+SETTABLE = ("status", "parameters", "samples", "parent", "child", "additional_data")
+# Fields only the store maintains.
+MANAGED = ("id", "study_id", "workspace", "queues", "workers", "created_at", "updated_at")
+
+
+class RunManager(Manager[Run]):
+    record_type = Run
+    not_found = RunNotFoundError
+
+    def __init__(self, store: TrackingStore, studies: StudyManager) -> None:
+        super().__init__(store)
+        self.studies = studies
+
+    def create(self, study_name: str, workspace: str, queues: Iterable[str], **kwargs: Any) -> Run:
+        """Create a run of ``study_name`` (created if missing) in ``workspace``.
+
+        Known fields in ``kwargs`` are set; unknown ones are kept in ``additional_data``.
+        Logical workers already consuming one of ``queues`` are attached. Raises
+        ``DuplicateEntityError`` if the workspace already has a run.
+        """
+        require_text("workspace", workspace)
+        queue_list = str_tuple(queues)
+        for name in MANAGED:
+            if name in kwargs:
+                raise InvalidRecordError(f"run field {name!r} is set by merlin_tracking, not by callers")
+        known = {k: v for k, v in kwargs.items() if k in SETTABLE}
+        extra = {k: v for k, v in kwargs.items() if k not in SETTABLE}
+        additional = {**known.pop("additional_data", {}), **extra}
+        run_id, created_at = new_id()
+        run = Run(
+            id=run_id,
+            study_id="",
+            workspace=workspace,
+            queues=queue_list,
+            created_at=created_at,
+            updated_at=created_at,
+            additional_data=additional,
+            **known,
+        )
+        for _ in range(3):
+            study = self.studies.create(study_name)
+            try:
+                return self.store.create_run(run.replace(study_id=study.id))
+            except StudyNotFoundError:
+                continue  # the study was deleted concurrently: create it again
+        raise StudyNotFoundError(study_name, "it keeps being deleted while runs are created")
+
+    def get(self, run_id_or_workspace: str) -> Run:
+        """The run with this id, else in this workspace; ``RunNotFoundError`` otherwise."""
+        return self._fetch(run_id_or_workspace)
+
+    def update(self, run_id_or_workspace: str, **changes: Any) -> Run:
+        """Set fields of a run (see ``SETTABLE``); ``updated_at`` moves to now."""
+        unknown = set(changes) - set(SETTABLE)
+        if unknown:
+            raise InvalidRecordError(
+                f"cannot update run field(s) {sorted(unknown)}; settable: {', '.join(SETTABLE)}"
+            )
+        run = self.get(run_id_or_workspace)
+        updated = run.replace(**changes, updated_at=datetime.now(timezone.utc))
+        values = {name: getattr(updated, name) for name in (*changes, "updated_at")}
+        self.store.update_fields(Run, run.id, values)
+        return self.get(run.id)
+
+    def add_queues(self, run_id_or_workspace: str, queues: Sequence[str]) -> Run:
+        """Add queues to a run, attaching the logical workers that consume them."""
+        run = self.get(run_id_or_workspace)
+        return self.store.add_run_queues(run.id, str_tuple(queues))
+
+    def attach_worker(self, run_id_or_workspace: str, logical_worker_id: str) -> bool:
+        """Attach a logical worker to a run (both sides); False if it already was."""
+        run = self.get(run_id_or_workspace)
+        return self.store.link_run_worker(run.id, require_text("worker id", logical_worker_id))
+
+    def detach_worker(self, run_id_or_workspace: str, logical_worker_id: str) -> bool:
+        run = self.get(run_id_or_workspace)
+        return self.store.link_run_worker(run.id, logical_worker_id, linked=False)
+
+    def delete(self, run_id_or_workspace: str) -> None:
+        """Delete a run; it leaves its study and every logical worker's ``runs``."""
+        run = self.get(run_id_or_workspace)
+        if not self.store.delete_runs([run.id]):
+            raise RunNotFoundError(run_id_or_workspace)
+
+    def delete_all(self) -> int:
+        """Delete every run (in atomic batches); return how many."""
+        return self.store.delete_runs(self.store.find_ids(Run, {}))

@@ -1,0 +1,40 @@
+"""Studies: named workflows. Names are unique; ``create`` is idempotent."""
+
+from __future__ import annotations
+
+from merlin_tracking.errors import StudyNotFoundError
+from merlin_tracking.ids import new_id
+from merlin_tracking.managers.base import Manager, require_text
+from merlin_tracking.records import Study
+
+
+class StudyManager(Manager[Study]):
+    record_type = Study
+    not_found = StudyNotFoundError
+
+    def create(self, name: str) -> Study:
+        """The study called ``name``, created if it does not exist yet."""
+        study_id, created_at = new_id()
+        study = Study(id=study_id, name=require_text("study name", name), created_at=created_at)
+        stored_id, created = self.store.create_study(study)
+        if created and stored_id == study.id:
+            return study
+        return self.get(stored_id)
+
+    def get(self, study_id_or_name: str) -> Study:
+        """The study with this id, else with this name; ``StudyNotFoundError`` otherwise."""
+        return self._fetch(study_id_or_name)
+
+    def delete(self, study_id_or_name: str, remove_associated_runs: bool = True) -> None:
+        """Delete a study and its runs; with ``remove_associated_runs=False`` the runs stay,
+        detached (their ``study_id`` becomes None) so no reference dangles."""
+        study = self.get(study_id_or_name)
+        if not self.store.delete_study(study.id, remove_associated_runs):
+            raise StudyNotFoundError(study_id_or_name)
+
+    def delete_all(self, remove_associated_runs: bool = True) -> int:
+        """Delete every study (and by default every run of theirs); return how many."""
+        deleted = 0
+        for study_id in self.store.find_ids(Study, {}):
+            deleted += self.store.delete_study(study_id, remove_associated_runs)
+        return deleted

@@ -1,0 +1,131 @@
+"""Logical workers (name + queues) and physical workers (real processes, upserted by name)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from merlin_tracking.errors import InvalidRecordError, WorkerNotFoundError
+from merlin_tracking.ids import logical_worker_id, new_id
+from merlin_tracking.managers.base import Manager, require_text
+from merlin_tracking.records import LogicalWorker, PhysicalWorker
+from merlin_tracking.records.codec import str_tuple
+
+
+class LogicalWorkerManager(Manager[LogicalWorker]):
+    record_type = LogicalWorker
+    not_found = WorkerNotFoundError
+
+    def create(self, name: str, queues: Iterable[str]) -> LogicalWorker:
+        """The logical worker ``name`` consuming ``queues``, created if missing (idempotent)."""
+        require_text("worker name", name)
+        queue_list = str_tuple(queues)
+        if not queue_list:
+            raise InvalidRecordError("a logical worker needs at least one queue")
+        worker_id = logical_worker_id(name, queue_list)
+        _, created_at = new_id()
+        worker = LogicalWorker(id=worker_id, name=name, queues=queue_list, created_at=created_at)
+        if self.store.create_logical_worker(worker):
+            return worker
+        return self.get(worker_id)
+
+    def get(
+        self,
+        worker_id: str | None = None,
+        worker_name: str | None = None,
+        queues: Iterable[str] | None = None,
+    ) -> LogicalWorker:
+        """By id, or by name + queues (the id derives from them)."""
+        if worker_id is None:
+            if worker_name is None or queues is None:
+                raise InvalidRecordError("give worker_id, or worker_name together with queues")
+            worker_id = logical_worker_id(require_text("worker name", worker_name), str_tuple(queues))
+        elif worker_name is not None or queues is not None:
+            raise InvalidRecordError("give worker_id or worker_name + queues, not both")
+        return self._fetch(worker_id)
+
+    def delete(
+        self,
+        worker_id: str | None = None,
+        worker_name: str | None = None,
+        queues: Iterable[str] | None = None,
+    ) -> None:
+        """Delete it, detaching it from its runs and its physical workers."""
+        worker = self.get(worker_id, worker_name, queues)
+        if not self.store.delete_logical_workers([worker.id]):
+            raise WorkerNotFoundError(worker.id)
+
+    def delete_all(self) -> int:
+        return self.store.delete_logical_workers(self.store.find_ids(LogicalWorker, {}))
+
+
+class PhysicalWorkerManager(Manager[PhysicalWorker]):
+    record_type = PhysicalWorker
+    not_found = WorkerNotFoundError
+
+    SETTABLE = (
+        "logical_worker_id",
+        "host",
+        "pid",
+        "status",
+        "launch_cmd",
+        "args",
+        "heartbeat_timestamp",
+        "latest_start_time",
+        "restart_count",
+    )
+
+    def create(self, name: str, **fields: Any) -> PhysicalWorker:
+        """Create or update the worker process named ``name`` (its Celery node name).
+
+        A known name with a different ``pid`` is a restart: ``restart_count`` goes up and
+        pid/host/status/start time are refreshed; it never duplicates. ``heartbeat_timestamp``
+        defaults to now. ``logical_worker_id`` links it into that logical worker.
+        """
+        require_text("worker name", name)
+        unknown = set(fields) - set(self.SETTABLE)
+        if unknown:
+            raise InvalidRecordError(
+                f"unknown physical worker field(s) {sorted(unknown)}; valid: {', '.join(self.SETTABLE)}"
+            )
+        record_id, created_at = new_id()
+        now = datetime.now(timezone.utc)
+        defaults: dict[str, Any] = {"heartbeat_timestamp": now}
+        if fields.get("pid") is not None:
+            defaults["latest_start_time"] = now
+        candidate = PhysicalWorker(
+            id=record_id, name=name, created_at=created_at, **{**defaults, **fields}
+        )
+        worker, _ = self.store.upsert_physical_worker(candidate, frozenset(fields))
+        return worker
+
+    def get(self, worker_id_or_name: str) -> PhysicalWorker:
+        """By id, else by node name."""
+        return self._fetch(worker_id_or_name)
+
+    def update(self, worker_id_or_name: str, **changes: Any) -> PhysicalWorker:
+        """Set fields of a physical worker (status, heartbeat, ...), indexes kept in step."""
+        unknown = set(changes) - set(self.SETTABLE)
+        if unknown:
+            raise InvalidRecordError(
+                f"unknown physical worker field(s) {sorted(unknown)}; valid: {', '.join(self.SETTABLE)}"
+            )
+        worker = self.get(worker_id_or_name)
+        updated = worker.replace(**changes)
+        self.store.update_fields(
+            PhysicalWorker, worker.id, {name: getattr(updated, name) for name in changes}
+        )
+        return self.get(worker.id)
+
+    def delete(self, worker_id_or_name: str) -> None:
+        """Delete it and unlink it from its logical worker."""
+        worker = self.get(worker_id_or_name)
+        if not self.store.delete_physical_workers([worker.id]):
+            raise WorkerNotFoundError(worker_id_or_name)
+
+    def delete_all(self) -> int:
+        return self.store.delete_physical_workers(self.store.find_ids(PhysicalWorker, {}))
+
+
+__all__ = ["LogicalWorkerManager", "PhysicalWorkerManager"]

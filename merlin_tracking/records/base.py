@@ -1,0 +1,136 @@
+"""The immutable record base class and its storage form.
+
+A record is a frozen dataclass. Its storage form is a flat mapping of field name to JSON text
+(one JSON document per field, see ``codec``), plus ``v``, the schema version. Fields equal to
+their default are left out of storage to keep Redis memory small. Relationship collections that
+stores keep as separate sets (``RELATIONS``) are passed in by the store when it loads a record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, ClassVar, TypeVar
+
+from merlin_tracking.errors import InvalidRecordError, TrackingError
+from merlin_tracking.records.codec import Codec, dumps, loads
+
+R = TypeVar("R", bound="Record")
+
+SCHEMA_VERSION_FIELD = "v"
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """Common behaviour of studies, runs and workers."""
+
+    ENTITY: ClassVar[str] = "record"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    CODECS: ClassVar[Mapping[str, Codec]] = {}
+    RELATIONS: ClassVar[tuple[str, ...]] = ()
+
+    id: str
+
+    def __post_init__(self) -> None:
+        # Normalise every field through its codec so that a record in memory is exactly what a
+        # store will give back (tuples for lists, aware UTC datetimes, parsed enums).
+        for name, codec in self.CODECS.items():
+            value = getattr(self, name)
+            try:
+                normalised = codec.from_json(codec.to_json(value))
+            except InvalidRecordError as exc:
+                raise InvalidRecordError(f"{self.ENTITY}.{name}: {exc}") from None
+            object.__setattr__(self, name, normalised)
+        for name in self.RELATIONS:
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    # ----------------------------------------------------------------- storage form
+    def to_fields(self) -> dict[str, str]:
+        """Storage form: field name -> JSON text, defaults omitted, schema version included."""
+        defaults = _defaults(type(self))
+        fields = {SCHEMA_VERSION_FIELD: str(self.SCHEMA_VERSION)}
+        for name, codec in self.CODECS.items():
+            value = getattr(self, name)
+            if name in defaults and _omittable(defaults[name]) and value == defaults[name]:
+                continue
+            fields[name] = dumps(codec.to_json(value))
+        return fields
+
+    @classmethod
+    def encode_field(cls, name: str, value: Any) -> str:
+        """JSON text of one field value, validated by the field's codec."""
+        return dumps(cls.CODECS[name].to_json(value))
+
+    @classmethod
+    def from_fields(
+        cls: type[R],
+        record_id: str,
+        fields: Mapping[str, str],
+        relations: Mapping[str, Sequence[str]] | None = None,
+    ) -> R:
+        """Rebuild a record from its storage form without re-validating trusted data."""
+        version = int(fields.get(SCHEMA_VERSION_FIELD, "1"))
+        if version > cls.SCHEMA_VERSION:
+            raise TrackingError(
+                f"{cls.ENTITY} {record_id} was written with schema version {version}; this "
+                f"merlin_tracking reads up to {cls.SCHEMA_VERSION}: upgrade the package"
+            )
+        values: dict[str, Any] = {
+            name: value.copy() if isinstance(value, dict) else value
+            for name, value in _defaults(cls).items()
+        }
+        for name, codec in cls.CODECS.items():
+            text = fields.get(name)
+            if text is not None:
+                values[name] = codec.from_json(loads(text))
+        for name in cls.RELATIONS:
+            values[name] = tuple(sorted((relations or {}).get(name, ())))
+        values["id"] = record_id
+        record = object.__new__(cls)
+        for name, value in values.items():
+            object.__setattr__(record, name, value)
+        return record
+
+    # ----------------------------------------------------------------- conveniences
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict for people and scripts (ISO timestamps, enum values)."""
+        result: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif hasattr(value, "value") and isinstance(getattr(value, "value"), str):
+                value = value.value
+            result[field.name] = value
+        return result
+
+    def replace(self: R, **changes: Any) -> R:
+        """A copy with ``changes`` applied and validated."""
+        return dataclasses.replace(self, **changes)
+
+    def get_id(self) -> str:
+        return self.id
+
+
+def _omittable(default: Any) -> bool:
+    """Only empty defaults are left out of storage; enums such as status are always written."""
+    return default is None or (type(default) in (int, tuple, dict) and not default)
+
+
+_DEFAULTS_CACHE: dict[type, dict[str, Any]] = {}
+
+
+def _defaults(cls: type[Record]) -> dict[str, Any]:
+    cached = _DEFAULTS_CACHE.get(cls)
+    if cached is None:
+        cached = {}
+        for field in dataclasses.fields(cls):
+            if field.default is not dataclasses.MISSING:
+                cached[field.name] = field.default
+            elif field.default_factory is not dataclasses.MISSING:
+                cached[field.name] = field.default_factory()
+        _DEFAULTS_CACHE[cls] = cached
+    return cached

@@ -1,0 +1,80 @@
+"""A run: one launch of a study into a workspace, with the queues its tasks go to."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any, ClassVar
+
+from merlin_tracking.records import codec
+from merlin_tracking.records.base import Record
+from merlin_tracking.records.status import RunStatus
+
+
+@dataclasses.dataclass(frozen=True)
+class Run(Record):
+    ENTITY: ClassVar[str] = "run"
+    CODECS: ClassVar[dict[str, codec.Codec]] = {
+        "study_id": codec.OPT_STR,
+        "workspace": codec.STR,
+        "queues": codec.STR_TUPLE,
+        "workers": codec.STR_TUPLE,
+        "status": codec.enum_codec(RunStatus.parse),
+        "parameters": codec.JSON_MAPPING,
+        "samples": codec.JSON,
+        "parent": codec.OPT_STR,
+        "child": codec.OPT_STR,
+        "additional_data": codec.JSON_MAPPING,
+        "created_at": codec.DATETIME,
+        "updated_at": codec.DATETIME,
+    }
+
+    study_id: str | None
+    workspace: str
+    created_at: datetime
+    updated_at: datetime
+    queues: tuple[str, ...] = ()
+    workers: tuple[str, ...] = ()
+    status: RunStatus = RunStatus.INITIALIZED
+    parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    samples: Any = None
+    parent: str | None = None
+    child: str | None = None
+    additional_data: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    # Getters of the reference API, kept thin.
+    def get_study_id(self) -> str | None:
+        return self.study_id
+
+    def get_workspace(self) -> str:
+        return self.workspace
+
+    def get_queues(self) -> list[str]:
+        return list(self.queues)
+
+    def get_workers(self) -> list[str]:
+        return list(self.workers)
+
+    def get_run_status(self) -> RunStatus:
+        return self.status
+
+    def get_parameters(self) -> dict[str, Any]:
+        return dict(self.parameters)
+
+    def get_samples(self) -> Any:
+        return self.samples
+
+    def get_parent(self) -> str | None:
+        return self.parent
+
+    def get_child(self) -> str | None:
+        return self.child
+
+    def get_additional_data(self) -> dict[str, Any]:
+        return dict(self.additional_data)
+
+    def get_created_at(self) -> datetime:
+        return self.created_at
+
+    def get_updated_at(self) -> datetime:
+        return self.updated_at

@@ -1,0 +1,147 @@
+"""The store contract: how records sit in a backend, written down once.
+
+Every method is atomic: it either applies completely or leaves the store as it was, even with
+many processes on many hosts writing at once. Relationship changes update both sides in the same
+atomic step, so there is never a dangling reference. Managers hold the domain rules (defaults,
+validation, lookups by id or name); stores hold the data and its indexes.
+
+Filters reach a store already validated and normalised by the managers: a mapping of filter key
+to a non-empty list of string values. Values of one key are OR-ed, keys are AND-ed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+from merlin_tracking.records import LogicalWorker, PhysicalWorker, Record, Run, Study
+
+R = TypeVar("R", bound=Record)
+
+Filters = Mapping[str, Sequence[str]]
+
+
+class TrackingStore(ABC):
+    """Abstract store of studies, runs, logical workers and physical workers."""
+
+    #: Short backend name shown by ``info`` ("redis", "sqlite").
+    backend: str = "abstract"
+    #: The store's URL with any password masked.
+    url: str = ""
+
+    # ------------------------------------------------------------------ writes
+    @abstractmethod
+    def create_study(self, study: Study) -> tuple[str, bool]:
+        """Insert ``study`` unless one with its name exists; return (id, created)."""
+
+    @abstractmethod
+    def create_run(self, run: Run) -> Run:
+        """Insert ``run`` into the existing study ``run.study_id``.
+
+        Atomically: the workspace must be unused (``DuplicateEntityError`` naming the existing
+        run otherwise), the run joins its study's ``runs``, and every existing logical worker
+        that consumes one of the run's queues is attached (both sides). Returns the stored run.
+        Raises ``StudyNotFoundError`` if the study vanished meanwhile.
+        """
+
+    @abstractmethod
+    def add_run_queues(self, run_id: str, queues: Sequence[str]) -> Run:
+        """Add queues to a run and attach the logical workers consuming them; return the run."""
+
+    @abstractmethod
+    def create_logical_worker(self, worker: LogicalWorker) -> bool:
+        """Insert ``worker`` unless its (deterministic) id exists; return whether it was new."""
+
+    @abstractmethod
+    def upsert_physical_worker(
+        self, candidate: PhysicalWorker, given: frozenset[str]
+    ) -> tuple[PhysicalWorker, str]:
+        """Create or update the physical worker named ``candidate.name``.
+
+        New name: store ``candidate`` as is. Known name: set the fields named in ``given`` and the
+        heartbeat. If ``candidate.pid`` differs from the stored pid of a worker that had started,
+        it is a restart: ``restart_count`` + 1 and pid, host, status and latest_start_time are
+        refreshed from ``candidate``. ``candidate.logical_worker_id`` (when set) must exist and
+        is linked both ways. Returns the stored worker and "created", "restarted" or "updated".
+        """
+
+    @abstractmethod
+    def update_fields(
+        self,
+        record_type: type[Run] | type[PhysicalWorker],
+        record_id: str,
+        changes: Mapping[str, Any],
+        expect: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Set plain fields of a run or physical worker, keeping indexes in step.
+
+        With ``expect``, apply only if those fields currently hold those values (compare and
+        set) and return False otherwise. Raises the type's not-found error if it is missing.
+        """
+
+    @abstractmethod
+    def link_run_worker(self, run_id: str, worker_id: str, linked: bool = True) -> bool:
+        """Attach (or detach) a logical worker and a run, both sides; return whether it changed."""
+
+    @abstractmethod
+    def delete_runs(self, run_ids: Sequence[str]) -> int:
+        """Delete runs, removing them from their study and logical workers; return the count."""
+
+    @abstractmethod
+    def delete_study(self, study_id: str, remove_runs: bool) -> bool:
+        """Delete a study; its runs are deleted too or kept with ``study_id`` cleared."""
+
+    @abstractmethod
+    def delete_logical_workers(self, worker_ids: Sequence[str]) -> int:
+        """Delete logical workers, detaching them from their runs and physical workers."""
+
+    @abstractmethod
+    def delete_physical_workers(self, worker_ids: Sequence[str]) -> int:
+        """Delete physical workers, unlinking them from their logical worker."""
+
+    # ------------------------------------------------------------------ reads
+    @abstractmethod
+    def fetch(self, record_type: type[R], id_or_key: str) -> R | None:
+        """The record whose id is ``id_or_key``, else whose unique field (study name, run
+        workspace, physical worker name) equals it, else None. One round trip."""
+
+    @abstractmethod
+    def fetch_many(self, record_type: type[R], ids: Sequence[str]) -> list[R]:
+        """Records for ``ids`` in the given order; ids that do not exist are skipped."""
+
+    @abstractmethod
+    def find_ids(self, record_type: type[Record], filters: Filters) -> list[str]:
+        """Ids of the records matching ``filters`` (all records when empty), unordered."""
+
+    @abstractmethod
+    def count(self, record_type: type[Record]) -> int:
+        """Number of records of a type."""
+
+    @abstractmethod
+    def recent_run_ids(self, limit: int) -> list[str]:
+        """Ids of the most recently created runs, newest first (cheap, for ``info``)."""
+
+    @abstractmethod
+    def server_info(self) -> dict[str, Any]:
+        """Backend facts for ``info``: server version, memory and the like."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise ``StoreUnavailableError`` unless the backend answers."""
+
+    def query(self, record_type: type[R], filters: Filters, limit: int | None = None) -> list[R]:
+        """Matching records in creation order (oldest first), at most ``limit``."""
+        ids = self.find_ids(record_type, filters)
+        if record_type is LogicalWorker:
+            # Logical worker ids are digests, not time-ordered: order by the records instead.
+            records = self.fetch_many(record_type, ids)
+            records.sort(key=lambda rec: (getattr(rec, "created_at"), rec.id))
+            return records[:limit] if limit is not None else records
+        ids.sort()
+        if limit is not None:
+            ids = ids[:limit]
+        return self.fetch_many(record_type, ids)
+
+
+__all__ = ["Filters", "LogicalWorker", "PhysicalWorker", "Run", "Study", "TrackingStore"]

@@ -1,0 +1,66 @@
+"""Key layout of the Redis store.
+
+Every key is ``{prefix}:...``: the braces make the prefix a Redis Cluster hash tag, so all keys
+of one prefix live in one slot and every multi-key script runs unchanged on a cluster. Nothing
+outside the prefix is ever read, scanned or deleted.
+
+    {p}:study:<id>            hash   study fields (JSON per field)
+    {p}:study:<id>:runs       set    run ids of the study (also the run ``study_id`` index)
+    {p}:study:ids             set    all study ids
+    {p}:study:name            hash   digest(name) -> id (unique)
+    {p}:run:<id>              hash   run fields; ``workers`` and ``queues`` are JSON lists
+    {p}:run:status:<S>        set    run ids by status (their union is every run)
+    {p}:run:queue:<q>         set    run ids by queue
+    {p}:run:workspace         hash   digest(workspace) -> id (unique)
+    {p}:run:recent            list   newest run ids, capped (for ``info``)
+    {p}:lw:<id>               hash   logical worker fields
+    {p}:lw:<id>:runs          set    run ids served (also the run ``workers`` index)
+    {p}:lw:<id>:physical      set    physical worker ids
+    {p}:lw:ids / name:<n> / queue:<q>   sets of logical worker ids
+    {p}:pw:<id>               hash   physical worker fields
+    {p}:pw:ids / status:<S> / host:<h>  sets of physical worker ids
+    {p}:pw:name               hash   digest(name) -> id (unique)
+
+Unique indexes are keyed by the first 12 bytes of the value's SHA-1, so workspaces of any length
+or content cost the same few bytes; scripts compute the same digest with ``redis.sha1hex``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from merlin_tracking.errors import InvalidRecordError
+
+ENTITY_SEGMENT = {"study": "study", "run": "run", "logical_worker": "lw", "physical_worker": "pw"}
+DEFAULT_PREFIX = "merlin_tracking"
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
+
+
+def digest(value: str) -> bytes:
+    """Unique-index field for ``value`` (must match ``digest`` in scripts.lua)."""
+    return hashlib.sha1(value.encode("utf-8")).digest()[:12]
+
+
+def tagged_prefix(prefix: str) -> str:
+    """``{prefix}``; the prefix may use letters, digits, ``_ . : -`` (no braces)."""
+    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+        raise InvalidRecordError(
+            f"invalid key prefix {prefix!r}: use 1-100 characters from letters, digits, '_', '.', "
+            "':' and '-'"
+        )
+    return "{" + prefix + "}"
+
+
+class KeySpace:
+    """Builds the keys of one prefix."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        self.prefix = prefix
+        self.tag = tagged_prefix(prefix)
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.tag, *parts))
+
+    def record(self, entity: str, record_id: str) -> str:
+        return self.key(ENTITY_SEGMENT[entity], record_id)

@@ -1,0 +1,417 @@
+-- Shared helpers for merlin_tracking's Redis scripts. Every script is this file's helpers plus
+-- one entry point below a marker line (see scripts.py). Every key starts with the tagged
+-- prefix P (ARGV[1]), so all keys of one prefix share one Redis Cluster hash slot.
+--
+-- Record hashes hold one JSON document per field. Scripts decode only fields that hold ids,
+-- names and statuses (strings), which cjson round-trips exactly; numbers are never re-encoded.
+
+local P = ARGV[1]
+
+local function key(...)
+  return P .. ':' .. table.concat({...}, ':')
+end
+
+-- First 12 bytes of SHA-1, as raw bytes: the field of a unique index (see keys.py).
+local function digest(value)
+  local hex = redis.sha1hex(value)
+  local out = {}
+  for i = 1, 24, 2 do
+    out[#out + 1] = string.char(tonumber(string.sub(hex, i, i + 1), 16))
+  end
+  return table.concat(out)
+end
+
+local function jget(hkey, field, default)
+  local raw = redis.call('HGET', hkey, field)
+  if not raw then return default end
+  local value = cjson.decode(raw)
+  if value == cjson.null then return default end
+  return value
+end
+
+local function encode_list(items)
+  if #items == 0 then return '[]' end
+  return cjson.encode(items)
+end
+
+-- Add or remove one member of a JSON list field (run.workers, run.queues). Empty lists are
+-- stored as an absent field, matching the records' storage form.
+local function list_add(hkey, field, member)
+  local items = jget(hkey, field, {})
+  for _, item in ipairs(items) do
+    if item == member then return 0 end
+  end
+  items[#items + 1] = member
+  table.sort(items)
+  redis.call('HSET', hkey, field, encode_list(items))
+  return 1
+end
+
+local function list_remove(hkey, field, member)
+  local items = jget(hkey, field, {})
+  local kept = {}
+  for _, item in ipairs(items) do
+    if item ~= member then kept[#kept + 1] = item end
+  end
+  if #kept == #items then return 0 end
+  if #kept == 0 then redis.call('HDEL', hkey, field) else redis.call('HSET', hkey, field, encode_list(kept)) end
+  return 1
+end
+
+local function hset_pairs(hkey, pairs, first)
+  -- pairs: flat array name, json, name, json...; an empty json text deletes the field.
+  for i = first, #pairs, 2 do
+    if pairs[i + 1] == '' then
+      redis.call('HDEL', hkey, pairs[i])
+    else
+      redis.call('HSET', hkey, pairs[i], pairs[i + 1])
+    end
+  end
+end
+
+local function pairs_to_map(flat, first)
+  local map = {}
+  for i = first, #flat, 2 do map[flat[i]] = flat[i + 1] end
+  return map
+end
+
+local function delete_run(run_id)
+  local rkey = key('run', run_id)
+  if redis.call('EXISTS', rkey) == 0 then return 0 end
+  local study_id = jget(rkey, 'study_id', nil)
+  if study_id then redis.call('SREM', key('study', study_id, 'runs'), run_id) end
+  for _, q in ipairs(jget(rkey, 'queues', {})) do redis.call('SREM', key('run', 'queue', q), run_id) end
+  for _, w in ipairs(jget(rkey, 'workers', {})) do redis.call('SREM', key('lw', w, 'runs'), run_id) end
+  redis.call('SREM', key('run', 'status', jget(rkey, 'status', 'INITIALIZED')), run_id)
+  local wsd = digest(jget(rkey, 'workspace', ''))
+  if redis.call('HGET', key('run', 'workspace'), wsd) == run_id then
+    redis.call('HDEL', key('run', 'workspace'), wsd)
+  end
+  redis.call('DEL', rkey, key('run', run_id, 'counters'))
+  return 1
+end
+
+--@@ create_study
+-- ARGV: P, name digest, id, field pairs... -> {1, id} created, {0, existing id}, {-1} id clash
+local existing = redis.call('HGET', key('study', 'name'), ARGV[2])
+if existing then return {0, existing} end
+local skey = key('study', ARGV[3])
+if redis.call('EXISTS', skey) == 1 then return {-1} end
+redis.call('HSET', key('study', 'name'), ARGV[2], ARGV[3])
+redis.call('SADD', key('study', 'ids'), ARGV[3])
+hset_pairs(skey, ARGV, 4)
+return {1, ARGV[3]}
+
+--@@ create_run
+-- ARGV: P, workspace digest, run id, study id, status, queue count n, n queues, field pairs...
+-- -> {1, attached worker ids...} | {0, existing id} | {-1} id clash | {-2} study missing
+local existing = redis.call('HGET', key('run', 'workspace'), ARGV[2])
+if existing then return {0, existing} end
+local run_id = ARGV[3]
+local rkey = key('run', run_id)
+if redis.call('EXISTS', rkey) == 1 then return {-1} end
+if redis.call('EXISTS', key('study', ARGV[4])) == 0 then return {-2} end
+local nq = tonumber(ARGV[6])
+local lw_keys = {}
+for i = 7, 6 + nq do
+  redis.call('SADD', key('run', 'queue', ARGV[i]), run_id)
+  lw_keys[#lw_keys + 1] = key('lw', 'queue', ARGV[i])
+end
+redis.call('HSET', key('run', 'workspace'), ARGV[2], run_id)
+hset_pairs(rkey, ARGV, 7 + nq)
+redis.call('SADD', key('study', ARGV[4], 'runs'), run_id)
+redis.call('SADD', key('run', 'status', ARGV[5]), run_id)
+local workers = {}
+if #lw_keys > 0 then workers = redis.call('SUNION', unpack(lw_keys)) end
+table.sort(workers)
+for _, w in ipairs(workers) do redis.call('SADD', key('lw', w, 'runs'), run_id) end
+if #workers > 0 then redis.call('HSET', rkey, 'workers', encode_list(workers)) end
+redis.call('LPUSH', key('run', 'recent'), run_id)
+redis.call('LTRIM', key('run', 'recent'), 0, 49)
+local result = {1}
+for _, w in ipairs(workers) do result[#result + 1] = w end
+return result
+
+--@@ delete_runs
+-- ARGV: P, run ids... -> number deleted
+local n = 0
+for i = 2, #ARGV do n = n + delete_run(ARGV[i]) end
+return n
+
+--@@ delete_study
+-- ARGV: P, study id, remove runs (1|0), max runs to handle now
+-- -> {1} deleted | {2, runs left} call again | {0} not found
+local sid = ARGV[2]
+local skey = key('study', sid)
+if redis.call('EXISTS', skey) == 0 then return {0} end
+local runs_key = key('study', sid, 'runs')
+local batch = redis.call('SRANDMEMBER', runs_key, tonumber(ARGV[4]))
+for _, run_id in ipairs(batch) do
+  if ARGV[3] == '1' then
+    delete_run(run_id)
+  else
+    redis.call('HSET', key('run', run_id), 'study_id', 'null')
+  end
+  redis.call('SREM', runs_key, run_id)
+end
+local left = redis.call('SCARD', runs_key)
+if left > 0 then return {2, left} end
+local nd = digest(jget(skey, 'name', ''))
+if redis.call('HGET', key('study', 'name'), nd) == sid then redis.call('HDEL', key('study', 'name'), nd) end
+redis.call('SREM', key('study', 'ids'), sid)
+redis.call('DEL', skey, runs_key)
+return {1}
+
+--@@ create_logical_worker
+-- ARGV: P, id, name, queue count n, n queues, field pairs... -> 1 created | 0 existed
+local wkey = key('lw', ARGV[2])
+if redis.call('EXISTS', wkey) == 1 then return 0 end
+local nq = tonumber(ARGV[4])
+for i = 5, 4 + nq do redis.call('SADD', key('lw', 'queue', ARGV[i]), ARGV[2]) end
+redis.call('SADD', key('lw', 'name', ARGV[3]), ARGV[2])
+redis.call('SADD', key('lw', 'ids'), ARGV[2])
+hset_pairs(wkey, ARGV, 5 + nq)
+return 1
+
+--@@ delete_logical_workers
+-- ARGV: P, ids... -> number deleted
+local n = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local wkey = key('lw', id)
+  if redis.call('EXISTS', wkey) == 1 then
+    for _, q in ipairs(jget(wkey, 'queues', {})) do redis.call('SREM', key('lw', 'queue', q), id) end
+    redis.call('SREM', key('lw', 'name', jget(wkey, 'name', '')), id)
+    redis.call('SREM', key('lw', 'ids'), id)
+    for _, run_id in ipairs(redis.call('SMEMBERS', key('lw', id, 'runs'))) do
+      list_remove(key('run', run_id), 'workers', id)
+    end
+    for _, pw in ipairs(redis.call('SMEMBERS', key('lw', id, 'physical'))) do
+      if jget(key('pw', pw), 'logical_worker_id', nil) == id then
+        redis.call('HDEL', key('pw', pw), 'logical_worker_id')
+      end
+    end
+    redis.call('DEL', wkey, key('lw', id, 'runs'), key('lw', id, 'physical'))
+    n = n + 1
+  end
+end
+return n
+
+--@@ link_run_worker
+-- ARGV: P, run id, logical worker id, '1' link | '0' unlink -> 1 changed | 0 unchanged | -1 run
+-- missing | -2 worker missing
+local rkey, wkey = key('run', ARGV[2]), key('lw', ARGV[3])
+if redis.call('EXISTS', rkey) == 0 then return -1 end
+if ARGV[4] == '1' then
+  if redis.call('EXISTS', wkey) == 0 then return -2 end
+  redis.call('SADD', key('lw', ARGV[3], 'runs'), ARGV[2])
+  return list_add(rkey, 'workers', ARGV[3])
+end
+redis.call('SREM', key('lw', ARGV[3], 'runs'), ARGV[2])
+return list_remove(rkey, 'workers', ARGV[3])
+
+--@@ upsert_physical_worker
+-- ARGV: P, name digest, new id, pid json or '', logical worker id or '',
+--       n1, n1 pairs set always, n2, n2 pairs set when created or restarted, pairs set on create
+-- A different pid on a worker that had started before is a restart: restart_count + 1.
+-- -> {1, id} created | {2, id} restarted | {0, id} updated | {-1} id clash | {-3} lw missing
+local existing = redis.call('HGET', key('pw', 'name'), ARGV[2])
+local pid, lw = ARGV[4], ARGV[5]
+if lw ~= '' and redis.call('EXISTS', key('lw', lw)) == 0 then return {-3} end
+local always_first = 7
+local start_count_at = always_first + 2 * tonumber(ARGV[6])
+local start_first = start_count_at + 1
+local create_first = start_first + 2 * tonumber(ARGV[start_count_at])
+local id, outcome
+if not existing then
+  id = ARGV[3]
+  if redis.call('EXISTS', key('pw', id)) == 1 then return {-1} end
+  redis.call('HSET', key('pw', 'name'), ARGV[2], id)
+  redis.call('SADD', key('pw', 'ids'), id)
+  outcome = 1
+else
+  id = existing
+  local old_pid = jget(key('pw', id), 'pid', nil)
+  local started = old_pid ~= nil or redis.call('HEXISTS', key('pw', id), 'latest_start_time') == 1
+  outcome = 0
+  if pid ~= '' and started and tostring(cjson.decode(pid)) ~= tostring(old_pid) then
+    outcome = 2
+    redis.call('HINCRBY', key('pw', id), 'restart_count', 1)
+  end
+end
+local pkey = key('pw', id)
+local old_status = jget(pkey, 'status', nil)
+local old_host = jget(pkey, 'host', nil)
+local old_lw = jget(pkey, 'logical_worker_id', nil)
+if outcome == 1 then
+  for i = create_first, #ARGV, 2 do redis.call('HSET', pkey, ARGV[i], ARGV[i + 1]) end
+end
+if outcome ~= 0 then
+  for i = start_first, create_first - 1, 2 do redis.call('HSET', pkey, ARGV[i], ARGV[i + 1]) end
+end
+for i = always_first, start_count_at - 1, 2 do redis.call('HSET', pkey, ARGV[i], ARGV[i + 1]) end
+local new_status = jget(pkey, 'status', 'RUNNING')
+if old_status ~= new_status then
+  if old_status then redis.call('SREM', key('pw', 'status', old_status), id) end
+  redis.call('SADD', key('pw', 'status', new_status), id)
+end
+local new_host = jget(pkey, 'host', nil)
+if old_host ~= new_host then
+  if old_host then redis.call('SREM', key('pw', 'host', old_host), id) end
+  if new_host then redis.call('SADD', key('pw', 'host', new_host), id) end
+end
+if lw ~= '' and old_lw ~= lw then
+  if old_lw then redis.call('SREM', key('lw', old_lw, 'physical'), id) end
+  redis.call('SADD', key('lw', lw, 'physical'), id)
+end
+return {outcome, id}
+
+--@@ delete_physical_workers
+-- ARGV: P, ids... -> number deleted
+local n = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local pkey = key('pw', id)
+  if redis.call('EXISTS', pkey) == 1 then
+    local lw = jget(pkey, 'logical_worker_id', nil)
+    if lw then redis.call('SREM', key('lw', lw, 'physical'), id) end
+    local host = jget(pkey, 'host', nil)
+    if host then redis.call('SREM', key('pw', 'host', host), id) end
+    redis.call('SREM', key('pw', 'status', jget(pkey, 'status', 'RUNNING')), id)
+    local nd = digest(jget(pkey, 'name', ''))
+    if redis.call('HGET', key('pw', 'name'), nd) == id then redis.call('HDEL', key('pw', 'name'), nd) end
+    redis.call('SREM', key('pw', 'ids'), id)
+    redis.call('DEL', pkey)
+    n = n + 1
+  end
+end
+return n
+
+--@@ update_fields
+-- ARGV: P, entity ('run'|'pw'), id, expected count n, n pairs (field, json) that must match,
+--       then pairs (field, json; '' deletes) to set
+-- -> 1 updated | 0 expectation failed | -1 not found
+local entity, id = ARGV[2], ARGV[3]
+local rkey = key(entity, id)
+if redis.call('EXISTS', rkey) == 0 then return -1 end
+local n_expect = tonumber(ARGV[4])
+for i = 5, 4 + 2 * n_expect, 2 do
+  if (redis.call('HGET', rkey, ARGV[i]) or '') ~= ARGV[i + 1] then return 0 end
+end
+local changes = pairs_to_map(ARGV, 5 + 2 * n_expect)
+local default_status = entity == 'run' and 'INITIALIZED' or 'RUNNING'
+if changes['status'] then
+  local old = jget(rkey, 'status', default_status)
+  local new = cjson.decode(changes['status'])
+  if old ~= new then
+    redis.call('SREM', key(entity, 'status', old), id)
+    redis.call('SADD', key(entity, 'status', new), id)
+  end
+end
+if entity == 'pw' and changes['host'] then
+  local old = jget(rkey, 'host', nil)
+  if old then redis.call('SREM', key('pw', 'host', old), id) end
+  if changes['host'] ~= '' and changes['host'] ~= 'null' then
+    redis.call('SADD', key('pw', 'host', cjson.decode(changes['host'])), id)
+  end
+end
+if entity == 'pw' and changes['logical_worker_id'] then
+  local old = jget(rkey, 'logical_worker_id', nil)
+  if old then redis.call('SREM', key('lw', old, 'physical'), id) end
+  local new = changes['logical_worker_id']
+  if new ~= '' and new ~= 'null' then
+    new = cjson.decode(new)
+    if redis.call('EXISTS', key('lw', new)) == 0 then return -2 end
+    redis.call('SADD', key('lw', new, 'physical'), id)
+  end
+end
+hset_pairs(rkey, ARGV, 5 + 2 * n_expect)
+return 1
+
+--@@ add_run_queues
+-- ARGV: P, run id, queues... -> {added count, attached worker ids...} | {-1} run missing
+local run_id = ARGV[2]
+local rkey = key('run', run_id)
+if redis.call('EXISTS', rkey) == 0 then return {-1} end
+local added, lw_keys = 0, {}
+for i = 3, #ARGV do
+  if list_add(rkey, 'queues', ARGV[i]) == 1 then
+    added = added + 1
+    redis.call('SADD', key('run', 'queue', ARGV[i]), run_id)
+    lw_keys[#lw_keys + 1] = key('lw', 'queue', ARGV[i])
+  end
+end
+local result = {added}
+if #lw_keys > 0 then
+  for _, w in ipairs(redis.call('SUNION', unpack(lw_keys))) do
+    redis.call('SADD', key('lw', w, 'runs'), run_id)
+    if list_add(rkey, 'workers', w) == 1 then result[#result + 1] = w end
+  end
+end
+return result
+
+--@@ find_ids
+-- ARGV: P, JSON list of groups; a group is a list of set keys (their union) or {"ids": [...]}.
+-- Returns the ids in every group (intersection of unions), reading the smallest group first.
+local groups = cjson.decode(ARGV[2])
+local function group_size(g)
+  if g['ids'] then return #g['ids'] end
+  local n = 0
+  for _, k in ipairs(g) do n = n + redis.call('SCARD', k) end
+  return n
+end
+local function group_has(g, member)
+  if g['ids'] then
+    for _, v in ipairs(g['ids']) do if v == member then return true end end
+    return false
+  end
+  for _, k in ipairs(g) do
+    if redis.call('SISMEMBER', k, member) == 1 then return true end
+  end
+  return false
+end
+local best, best_size = 1, nil
+for i, g in ipairs(groups) do
+  local size = group_size(g)
+  if best_size == nil or size < best_size then best, best_size = i, size end
+end
+local base = groups[best]
+local candidates
+if base['ids'] then
+  candidates = base['ids']
+elseif #base == 0 then
+  candidates = {}
+else
+  candidates = redis.call('SUNION', unpack(base))
+end
+local result = {}
+for _, member in ipairs(candidates) do
+  local keep = true
+  for i, g in ipairs(groups) do
+    if i ~= best and not group_has(g, member) then keep = false; break end
+  end
+  if keep then result[#result + 1] = member end
+end
+return result
+
+--@@ fetch
+-- ARGV: P, entity, id or '', unique index name or '', value digest or '', relation suffixes...
+-- Resolves an id first, then the unique index; returns {id, n, n field/value items, then for
+-- each relation: count, members...} or {} when nothing matches. One round trip either way.
+local entity = ARGV[2]
+local id = nil
+if ARGV[3] ~= '' and redis.call('EXISTS', key(entity, ARGV[3])) == 1 then id = ARGV[3] end
+if not id and ARGV[4] ~= '' then
+  id = redis.call('HGET', key(entity, ARGV[4]), ARGV[5])
+  if not id then return {} end
+end
+if not id then return {} end
+local flat = redis.call('HGETALL', key(entity, id))
+local out = {id, #flat}
+for _, v in ipairs(flat) do out[#out + 1] = v end
+for i = 6, #ARGV do
+  local members = redis.call('SMEMBERS', key(entity, id, ARGV[i]))
+  out[#out + 1] = #members
+  for _, m in ipairs(members) do out[#out + 1] = m end
+end
+return out

@@ -1,0 +1,412 @@
+"""Redis implementation of the store contract (see ``stores/base.py`` and ``keys.py``).
+
+Every write is one Lua script call: atomic, one round trip, and correct with any number of
+concurrent writers. Reads of many records are pipelined in pages, one round trip per page.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import redis
+
+from merlin_tracking.errors import (
+    DuplicateEntityError,
+    EntityNotFoundError,
+    InvalidRecordError,
+    RunNotFoundError,
+    StoreUnavailableError,
+    StudyNotFoundError,
+    WorkerNotFoundError,
+)
+from merlin_tracking.ids import new_id
+from merlin_tracking.records import (
+    LogicalWorker,
+    PhysicalWorker,
+    Record,
+    Run,
+    RunStatus,
+    Study,
+
+)
+from merlin_tracking.stores.base import Filters, TrackingStore
+from merlin_tracking.stores.redis import scripts
+from merlin_tracking.stores.redis.connection import client_for, mask_url
+from merlin_tracking.stores.redis.keys import DEFAULT_PREFIX, ENTITY_SEGMENT, KeySpace, digest
+
+R = TypeVar("R", bound=Record)
+
+PAGE_SIZE = 1000
+DELETE_BATCH = 500
+_ID_CLASH_RETRIES = 5
+
+# Where each record type keeps its relationship sets and its unique index.
+_RELATION_SUFFIX = {"runs": "runs", "physical_workers": "physical"}
+_UNIQUE_INDEX = {"study": "name", "run": "workspace", "physical_worker": "name"}
+_NOT_FOUND: dict[str, type[EntityNotFoundError]] = {
+    "study": StudyNotFoundError,
+    "run": RunNotFoundError,
+    "logical_worker": WorkerNotFoundError,
+    "physical_worker": WorkerNotFoundError,
+}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _pairs(fields: Mapping[str, str]) -> list[str]:
+    return [item for pair in fields.items() for item in pair]
+
+
+class RedisStore(TrackingStore):
+    """Studies, runs and workers under one key prefix of a Redis database."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX) -> None:
+        self.url = mask_url(url)
+        self.keys = KeySpace(prefix)
+        self._raw_url = url
+        self._scripts = scripts.register(client_for(url))
+
+    @property
+    def client(self) -> redis.Redis:
+        # Looked up per call so a forked child gets its own connection pool.
+        return client_for(self._raw_url)
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailableError(self.url, str(exc) or type(exc).__name__) from None
+        except redis.AuthenticationError as exc:  # pragma: no cover - subclass of ConnectionError
+            raise StoreUnavailableError(self.url, f"authentication failed: {exc}") from None
+        except redis.ResponseError as exc:
+            if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc) or "NOPERM" in str(exc):
+                raise StoreUnavailableError(self.url, str(exc)) from None
+            raise
+
+    def _run(self, name: str, args: Sequence[Any], key: str) -> Any:
+        with self._guard():
+            return self._scripts[name](keys=[key], args=[self.keys.tag, *args], client=self.client)
+
+    # ------------------------------------------------------------------ writes
+    def create_study(self, study: Study) -> tuple[str, bool]:
+        for _ in range(_ID_CLASH_RETRIES):
+            status, *rest = self._run(
+                "create_study",
+                [digest(study.name), study.id, *_pairs(study.to_fields())],
+                self.keys.key("study", "name"),
+            )
+            if status != -1:
+                return _text(rest[0]), status == 1
+            fresh_id, created_at = new_id()
+            study = study.replace(id=fresh_id, created_at=created_at)
+        raise RuntimeError("could not allocate a unique study id")  # pragma: no cover
+
+    def create_run(self, run: Run) -> Run:
+        if run.study_id is None:
+            raise InvalidRecordError("a new run needs a study_id")
+        for _ in range(_ID_CLASH_RETRIES):
+            fields = run.to_fields()
+            fields.pop("workers", None)  # attached by the script from the worker indexes
+            result = self._run(
+                "create_run",
+                [
+                    digest(run.workspace),
+                    run.id,
+                    run.study_id,
+                    run.status.value,
+                    len(run.queues),
+                    *run.queues,
+                    *_pairs(fields),
+                ],
+                self.keys.key("run", "workspace"),
+            )
+            status = result[0]
+            if status == 1:
+                workers = tuple(sorted(_text(w) for w in result[1:]))
+                return run.replace(workers=workers)
+            if status == 0:
+                raise DuplicateEntityError("run", "workspace", run.workspace, _text(result[1]))
+            if status == -2:
+                raise StudyNotFoundError(run.study_id, "it was deleted while the run was created")
+            fresh_id, created_at = new_id()
+            run = run.replace(id=fresh_id, created_at=created_at, updated_at=created_at)
+        raise RuntimeError("could not allocate a unique run id")  # pragma: no cover
+
+    def add_run_queues(self, run_id: str, queues: Sequence[str]) -> Run:
+        result = self._run("add_run_queues", [run_id, *queues], self.keys.record("run", run_id))
+        if result[0] == -1:
+            raise RunNotFoundError(run_id)
+        run = self.fetch(Run, run_id)
+        if run is None:  # deleted in between
+            raise RunNotFoundError(run_id)
+        return run
+
+    def create_logical_worker(self, worker: LogicalWorker) -> bool:
+        fields = worker.to_fields()
+        created = self._run(
+            "create_logical_worker",
+            [worker.id, worker.name, len(worker.queues), *worker.queues, *_pairs(fields)],
+            self.keys.record("logical_worker", worker.id),
+        )
+        return bool(created)
+
+    def upsert_physical_worker(
+        self, candidate: PhysicalWorker, given: frozenset[str]
+    ) -> tuple[PhysicalWorker, str]:
+        start_fields = {"pid", "host", "status", "latest_start_time"}
+        all_fields = candidate.to_fields()
+        always = {
+            name: candidate.encode_field(name, getattr(candidate, name))
+            for name in sorted(given | {"heartbeat_timestamp"})
+            if name in candidate.CODECS
+        }
+        on_start = {
+            name: candidate.encode_field(name, getattr(candidate, name))
+            for name in sorted(start_fields - given)
+            if getattr(candidate, name) is not None
+        }
+        on_create = {k: v for k, v in all_fields.items() if k not in always and k not in on_start}
+        pid = "" if candidate.pid is None else str(candidate.pid)
+        for _ in range(_ID_CLASH_RETRIES):
+            status, record_id = self._run(
+                "upsert_physical_worker",
+                [
+                    digest(candidate.name),
+                    candidate.id,
+                    pid,
+                    candidate.logical_worker_id or "",
+                    len(always),
+                    *_pairs(always),
+                    len(on_start),
+                    *_pairs(on_start),
+                    *_pairs(on_create),
+                ],
+                self.keys.key("pw", "name"),
+            )
+            if status == -3:
+                raise WorkerNotFoundError(
+                    str(candidate.logical_worker_id), "no logical worker has this id"
+                )
+            if status != -1:
+                worker = self.fetch(PhysicalWorker, _text(record_id))
+                if worker is None:  # deleted in between
+                    raise WorkerNotFoundError(candidate.name)
+                return worker, {1: "created", 2: "restarted", 0: "updated"}[status]
+            fresh_id, created_at = new_id()
+            candidate = candidate.replace(id=fresh_id, created_at=created_at)
+            on_create["created_at"] = candidate.encode_field("created_at", created_at)
+        raise RuntimeError("could not allocate a unique worker id")  # pragma: no cover
+
+    def update_fields(
+        self,
+        record_type: type[Run] | type[PhysicalWorker],
+        record_id: str,
+        changes: Mapping[str, Any],
+        expect: Mapping[str, Any] | None = None,
+    ) -> bool:
+        encoded = {name: self._encode_or_clear(record_type, name, v) for name, v in changes.items()}
+        expected = {
+            name: self._encode_or_clear(record_type, name, v) for name, v in (expect or {}).items()
+        }
+        segment = ENTITY_SEGMENT[record_type.ENTITY]
+        result = self._run(
+            "update_fields",
+            [segment, record_id, len(expected), *_pairs(expected), *_pairs(encoded)],
+            self.keys.record(record_type.ENTITY, record_id),
+        )
+        if result == -1:
+            raise _NOT_FOUND[record_type.ENTITY](record_id)
+        if result == -2:
+            raise WorkerNotFoundError(str(changes.get("logical_worker_id")))
+        return bool(result == 1)
+
+    @staticmethod
+    def _encode_or_clear(record_type: type[Record], name: str, value: Any) -> str:
+        # Empty values are stored as absent fields, as in ``Record.to_fields``; enums never are.
+        if value is None or (isinstance(value, (tuple, list, dict)) and not value):
+            if name in ("status",):
+                raise InvalidRecordError("status cannot be empty")
+            return ""
+        if name == "restart_count" and value == 0:
+            return ""
+        return record_type.encode_field(name, value)
+
+    def link_run_worker(self, run_id: str, worker_id: str, linked: bool = True) -> bool:
+        result = self._run(
+            "link_run_worker",
+            [run_id, worker_id, "1" if linked else "0"],
+            self.keys.record("run", run_id),
+        )
+        if result == -1:
+            raise RunNotFoundError(run_id)
+        if result == -2:
+            raise WorkerNotFoundError(worker_id)
+        return bool(result)
+
+    def _delete_in_batches(self, script: str, ids: Sequence[str], segment: str) -> int:
+        deleted = 0
+        for start in range(0, len(ids), DELETE_BATCH):
+            batch = list(ids[start : start + DELETE_BATCH])
+            deleted += int(self._run(script, batch, self.keys.key(segment, "ids")))
+        return deleted
+
+    def delete_runs(self, run_ids: Sequence[str]) -> int:
+        return self._delete_in_batches("delete_runs", run_ids, "run")
+
+    def delete_study(self, study_id: str, remove_runs: bool) -> bool:
+        while True:
+            status, *_ = self._run(
+                "delete_study",
+                [study_id, "1" if remove_runs else "0", DELETE_BATCH],
+                self.keys.record("study", study_id),
+            )
+            if status != 2:
+                return bool(status == 1)
+
+    def delete_logical_workers(self, worker_ids: Sequence[str]) -> int:
+        return self._delete_in_batches("delete_logical_workers", worker_ids, "lw")
+
+    def delete_physical_workers(self, worker_ids: Sequence[str]) -> int:
+        return self._delete_in_batches("delete_physical_workers", worker_ids, "pw")
+
+    # ------------------------------------------------------------------ reads
+    def _relation_suffixes(self, record_type: type[Record]) -> list[str]:
+        return [_RELATION_SUFFIX[name] for name in record_type.RELATIONS]
+
+    def fetch(self, record_type: type[R], id_or_key: str) -> R | None:
+        entity = record_type.ENTITY
+        unique = _UNIQUE_INDEX.get(entity, "")
+        reply = self._run(
+            "fetch",
+            [
+                ENTITY_SEGMENT[entity],
+                id_or_key,
+                unique,
+                digest(id_or_key) if unique else "",
+                *self._relation_suffixes(record_type),
+            ],
+            self.keys.record(entity, id_or_key),
+        )
+        if not reply:
+            return None
+        record_id = _text(reply[0])
+        n_flat = int(reply[1])
+        flat = reply[2 : 2 + n_flat]
+        fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, n_flat, 2)}
+        relations: dict[str, list[str]] = {}
+        pos = 2 + n_flat
+        for name in record_type.RELATIONS:
+            count = int(reply[pos])
+            relations[name] = [_text(m) for m in reply[pos + 1 : pos + 1 + count]]
+            pos += 1 + count
+        return record_type.from_fields(record_id, fields, relations)
+
+    def fetch_many(self, record_type: type[R], ids: Sequence[str]) -> list[R]:
+        entity = record_type.ENTITY
+        relations = record_type.RELATIONS
+        records: list[R] = []
+        for start in range(0, len(ids), PAGE_SIZE):
+            page = ids[start : start + PAGE_SIZE]
+            with self._guard():
+                pipe = self.client.pipeline(transaction=False)
+                for record_id in page:
+                    pipe.hgetall(self.keys.record(entity, record_id))
+                    for name in relations:
+                        pipe.smembers(
+                            self.keys.key(ENTITY_SEGMENT[entity], record_id, _RELATION_SUFFIX[name])
+                        )
+                replies = pipe.execute()
+            step = 1 + len(relations)
+            for index, record_id in enumerate(page):
+                raw = replies[index * step]
+                if not raw:
+                    continue
+                fields = {_text(k): _text(v) for k, v in raw.items()}
+                rel = {
+                    name: [_text(m) for m in replies[index * step + 1 + n]]
+                    for n, name in enumerate(relations)
+                }
+                records.append(record_type.from_fields(record_id, fields, rel))
+        return records
+
+    def _all_ids_group(self, record_type: type[Record]) -> list[str]:
+        if record_type is Run:
+            return [self.keys.key("run", "status", s.value) for s in RunStatus]
+        return [self.keys.key(ENTITY_SEGMENT[record_type.ENTITY], "ids")]
+
+    def _filter_group(self, record_type: type[Record], name: str, values: Sequence[str]) -> Any:
+        k = self.keys.key
+        entity = record_type.ENTITY
+        if entity == "run":
+            prefix = {"study_id": "study", "workers": "lw"}.get(name)
+            if prefix is not None:
+                return [k(prefix, v, "runs") for v in values]
+            return [k("run", {"status": "status", "queues": "queue"}[name], v) for v in values]
+        if entity == "logical_worker":
+            return [k("lw", {"name": "name", "queues": "queue"}[name], v) for v in values]
+        if entity == "physical_worker":
+            if name == "logical_worker_id":
+                return [k("lw", v, "physical") for v in values]
+            if name in ("status", "host"):
+                return [k("pw", name, v) for v in values]
+        # Unique fields (study name, physical worker name): resolve through the index.
+        index = k(ENTITY_SEGMENT[entity], "name")
+        with self._guard():
+            found = self.client.hmget(index, [digest(v) for v in values])
+        return {"ids": sorted({_text(i) for i in found if i is not None})}
+
+    def find_ids(self, record_type: type[Record], filters: Filters) -> list[str]:
+        groups = [self._filter_group(record_type, n, v) for n, v in filters.items()]
+        if not groups:
+            groups = [self._all_ids_group(record_type)]
+        if any(isinstance(g, dict) and not g["ids"] for g in groups):
+            return []
+        if len(groups) == 1 and isinstance(groups[0], list):
+            with self._guard():
+                members = self.client.sunion(groups[0]) if groups[0] else set()
+            return [_text(m) for m in members]
+        payload = json.dumps(groups, ensure_ascii=False)
+        found = self._run("find_ids", [payload], self._all_ids_group(record_type)[0])
+        return [_text(m) for m in found]
+
+    def count(self, record_type: type[Record]) -> int:
+        with self._guard():
+            pipe = self.client.pipeline(transaction=False)
+            for key in self._all_ids_group(record_type):
+                pipe.scard(key)
+            return sum(int(n) for n in pipe.execute())
+
+    def recent_run_ids(self, limit: int) -> list[str]:
+        with self._guard():
+            ids = [_text(i) for i in self.client.lrange(self.keys.key("run", "recent"), 0, -1)]
+            pipe = self.client.pipeline(transaction=False)
+            for run_id in ids:
+                pipe.exists(self.keys.record("run", run_id))
+            alive = pipe.execute()
+        unique = list(dict.fromkeys(i for i, ok in zip(ids, alive, strict=True) if ok))
+        unique.sort(reverse=True)
+        return unique[:limit]
+
+    def server_info(self) -> dict[str, Any]:
+        with self._guard():
+            info = self.client.info("server")
+            memory = self.client.info("memory")
+        return {
+            "server": "redis",
+            "server_version": info.get("redis_version"),
+            "used_memory_human": memory.get("used_memory_human"),
+            "prefix": self.keys.prefix,
+        }
+
+    def ping(self) -> None:
+        with self._guard():
+            self.client.ping()
+
