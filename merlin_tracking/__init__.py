@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-from merlin_tracking.database import TrackingDatabase  # noqa: E402
-from merlin_tracking.errors import (  # noqa: E402
+from merlin_tracking.database import TrackingDatabase
+from merlin_tracking.errors import (
     DuplicateEntityError,
     EntityNotFoundError,
     InvalidFilterError,
@@ -15,7 +15,7 @@ from merlin_tracking.errors import (  # noqa: E402
     TrackingError,
     WorkerNotFoundError,
 )
-from merlin_tracking.records import (  # noqa: E402
+from merlin_tracking.records import (
     LogicalWorker,
     PhysicalWorker,
     Run,

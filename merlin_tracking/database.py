@@ -58,7 +58,10 @@ class TrackingDatabase:
         return record
 
     def get_all(
-        self, entity_type: str, filters: Mapping[str, Any] | None = None, limit: int | None = None
+        self,
+        entity_type: str,
+        filters: Mapping[str, Any] | None = None,
+        limit: int | None = None,
     ) -> list[Record]:
         records: list[Record] = self._manager(entity_type).get_all(filters, limit=limit)
         return records
@@ -95,5 +98,7 @@ class TrackingDatabase:
                 "physical_worker": self.store.count(PhysicalWorker),
             },
             "recent_runs": [run.to_dict() for run in recent_runs],
-            "recent_studies": [study.to_dict() for study in reversed(studies[-recent:])],
+            "recent_studies": [
+                study.to_dict() for study in reversed(studies[-recent:])
+            ],
         }

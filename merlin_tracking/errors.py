@@ -44,8 +44,15 @@ class DuplicateEntityError(TrackingError):
     """A unique field (study name, run workspace, worker name) is already taken."""
 
     def __init__(self, entity: str, field: str, value: str, existing_id: str) -> None:
-        self.entity, self.field, self.value, self.existing_id = entity, field, value, existing_id
-        super().__init__(f"a {entity} with {field} {value!r} already exists (id {existing_id})")
+        self.entity, self.field, self.value, self.existing_id = (
+            entity,
+            field,
+            value,
+            existing_id,
+        )
+        super().__init__(
+            f"a {entity} with {field} {value!r} already exists (id {existing_id})"
+        )
 
 
 class InvalidTransitionError(TrackingError, ValueError):

@@ -4,4 +4,9 @@ from merlin_tracking.managers.runs import RunManager
 from merlin_tracking.managers.studies import StudyManager
 from merlin_tracking.managers.workers import LogicalWorkerManager, PhysicalWorkerManager
 
-__all__ = ["LogicalWorkerManager", "PhysicalWorkerManager", "RunManager", "StudyManager"]
+__all__ = [
+    "LogicalWorkerManager",
+    "PhysicalWorkerManager",
+    "RunManager",
+    "StudyManager",
+]

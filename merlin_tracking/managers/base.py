@@ -34,7 +34,9 @@ class Manager(Generic[R]):
             raise self.not_found(id_or_key)
         return record
 
-    def get_all(self, filters: Mapping[str, Any] | None = None, limit: int | None = None) -> list[R]:
+    def get_all(
+        self, filters: Mapping[str, Any] | None = None, limit: int | None = None
+    ) -> list[R]:
         """Records matching ``filters`` (see ``managers.filters``), oldest first."""
         normalised = normalise_filters(self.record_type.ENTITY, filters)
         return self.store.query(self.record_type, normalised, check_limit(limit))

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from merlin_tracking.errors import InvalidRecordError, RunNotFoundError, StudyNotFoundError
+from merlin_tracking.errors import (
+    InvalidRecordError,
+    RunNotFoundError,
+    StudyNotFoundError,
+)
 from merlin_tracking.ids import new_id
 from merlin_tracking.managers.base import Manager, require_text
 from merlin_tracking.managers.studies import StudyManager
@@ -17,7 +21,15 @@ from merlin_tracking.stores.base import TrackingStore
 # Fields a caller may set through ``create``/``update``; anything else goes to additional_data.
 SETTABLE = ("status", "parameters", "samples", "parent", "child", "additional_data")
 # Fields only the store maintains.
-MANAGED = ("id", "study_id", "workspace", "queues", "workers", "created_at", "updated_at")
+MANAGED = (
+    "id",
+    "study_id",
+    "workspace",
+    "queues",
+    "workers",
+    "created_at",
+    "updated_at",
+)
 
 
 class RunManager(Manager[Run]):
@@ -28,7 +40,9 @@ class RunManager(Manager[Run]):
         super().__init__(store)
         self.studies = studies
 
-    def create(self, study_name: str, workspace: str, queues: Iterable[str], **kwargs: Any) -> Run:
+    def create(
+        self, study_name: str, workspace: str, queues: Iterable[str], **kwargs: Any
+    ) -> Run:
         """Create a run of ``study_name`` (created if missing) in ``workspace``.
 
         Known fields in ``kwargs`` are set; unknown ones are kept in ``additional_data``.
@@ -39,7 +53,9 @@ class RunManager(Manager[Run]):
         queue_list = str_tuple(queues)
         for name in MANAGED:
             if name in kwargs:
-                raise InvalidRecordError(f"run field {name!r} is set by merlin_tracking, not by callers")
+                raise InvalidRecordError(
+                    f"run field {name!r} is set by merlin_tracking, not by callers"
+                )
         known = {k: v for k, v in kwargs.items() if k in SETTABLE}
         extra = {k: v for k, v in kwargs.items() if k not in SETTABLE}
         additional = {**known.pop("additional_data", {}), **extra}
@@ -60,7 +76,9 @@ class RunManager(Manager[Run]):
                 return self.store.create_run(run.replace(study_id=study.id))
             except StudyNotFoundError:
                 continue  # the study was deleted concurrently: create it again
-        raise StudyNotFoundError(study_name, "it keeps being deleted while runs are created")
+        raise StudyNotFoundError(
+            study_name, "it keeps being deleted while runs are created"
+        )
 
     def get(self, run_id_or_workspace: str) -> Run:
         """The run with this id, else in this workspace; ``RunNotFoundError`` otherwise."""
@@ -74,7 +92,7 @@ class RunManager(Manager[Run]):
                 f"cannot update run field(s) {sorted(unknown)}; settable: {', '.join(SETTABLE)}"
             )
         run = self.get(run_id_or_workspace)
-        updated = run.replace(**changes, updated_at=datetime.now(timezone.utc))
+        updated = run.replace(**changes, updated_at=datetime.now(UTC))
         values = {name: getattr(updated, name) for name in (*changes, "updated_at")}
         self.store.update_fields(Run, run.id, values)
         return self.get(run.id)
@@ -87,7 +105,9 @@ class RunManager(Manager[Run]):
     def attach_worker(self, run_id_or_workspace: str, logical_worker_id: str) -> bool:
         """Attach a logical worker to a run (both sides); False if it already was."""
         run = self.get(run_id_or_workspace)
-        return self.store.link_run_worker(run.id, require_text("worker id", logical_worker_id))
+        return self.store.link_run_worker(
+            run.id, require_text("worker id", logical_worker_id)
+        )
 
     def detach_worker(self, run_id_or_workspace: str, logical_worker_id: str) -> bool:
         run = self.get(run_id_or_workspace)

@@ -15,7 +15,9 @@ class StudyManager(Manager[Study]):
     def create(self, name: str) -> Study:
         """The study called ``name``, created if it does not exist yet."""
         study_id, created_at = new_id()
-        study = Study(id=study_id, name=require_text("study name", name), created_at=created_at)
+        study = Study(
+            id=study_id, name=require_text("study name", name), created_at=created_at
+        )
         stored_id, created = self.store.create_study(study)
         if created and stored_id == study.id:
             return study
@@ -25,7 +27,9 @@ class StudyManager(Manager[Study]):
         """The study with this id, else with this name; ``StudyNotFoundError`` otherwise."""
         return self._fetch(study_id_or_name)
 
-    def delete(self, study_id_or_name: str, remove_associated_runs: bool = True) -> None:
+    def delete(
+        self, study_id_or_name: str, remove_associated_runs: bool = True
+    ) -> None:
         """Delete a study and its runs; with ``remove_associated_runs=False`` the runs stay,
         detached (their ``study_id`` becomes None) so no reference dangles."""
         study = self.get(study_id_or_name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from merlin_tracking.errors import InvalidRecordError, WorkerNotFoundError
@@ -25,7 +25,9 @@ class LogicalWorkerManager(Manager[LogicalWorker]):
             raise InvalidRecordError("a logical worker needs at least one queue")
         worker_id = logical_worker_id(name, queue_list)
         _, created_at = new_id()
-        worker = LogicalWorker(id=worker_id, name=name, queues=queue_list, created_at=created_at)
+        worker = LogicalWorker(
+            id=worker_id, name=name, queues=queue_list, created_at=created_at
+        )
         if self.store.create_logical_worker(worker):
             return worker
         return self.get(worker_id)
@@ -39,8 +41,12 @@ class LogicalWorkerManager(Manager[LogicalWorker]):
         """By id, or by name + queues (the id derives from them)."""
         if worker_id is None:
             if worker_name is None or queues is None:
-                raise InvalidRecordError("give worker_id, or worker_name together with queues")
-            worker_id = logical_worker_id(require_text("worker name", worker_name), str_tuple(queues))
+                raise InvalidRecordError(
+                    "give worker_id, or worker_name together with queues"
+                )
+            worker_id = logical_worker_id(
+                require_text("worker name", worker_name), str_tuple(queues)
+            )
         elif worker_name is not None or queues is not None:
             raise InvalidRecordError("give worker_id or worker_name + queues, not both")
         return self._fetch(worker_id)
@@ -87,10 +93,11 @@ class PhysicalWorkerManager(Manager[PhysicalWorker]):
         unknown = set(fields) - set(self.SETTABLE)
         if unknown:
             raise InvalidRecordError(
-                f"unknown physical worker field(s) {sorted(unknown)}; valid: {', '.join(self.SETTABLE)}"
+                f"unknown physical worker field(s) {sorted(unknown)}; "
+                f"valid: {', '.join(self.SETTABLE)}"
             )
         record_id, created_at = new_id()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         defaults: dict[str, Any] = {"heartbeat_timestamp": now}
         if fields.get("pid") is not None:
             defaults["latest_start_time"] = now
@@ -109,12 +116,15 @@ class PhysicalWorkerManager(Manager[PhysicalWorker]):
         unknown = set(changes) - set(self.SETTABLE)
         if unknown:
             raise InvalidRecordError(
-                f"unknown physical worker field(s) {sorted(unknown)}; valid: {', '.join(self.SETTABLE)}"
+                f"unknown physical worker field(s) {sorted(unknown)}; "
+                f"valid: {', '.join(self.SETTABLE)}"
             )
         worker = self.get(worker_id_or_name)
         updated = worker.replace(**changes)
         self.store.update_fields(
-            PhysicalWorker, worker.id, {name: getattr(updated, name) for name in changes}
+            PhysicalWorker,
+            worker.id,
+            {name: getattr(updated, name) for name in changes},
         )
         return self.get(worker.id)
 
@@ -125,7 +135,9 @@ class PhysicalWorkerManager(Manager[PhysicalWorker]):
             raise WorkerNotFoundError(worker_id_or_name)
 
     def delete_all(self) -> int:
-        return self.store.delete_physical_workers(self.store.find_ids(PhysicalWorker, {}))
+        return self.store.delete_physical_workers(
+            self.store.find_ids(PhysicalWorker, {})
+        )
 
 
 __all__ = ["LogicalWorkerManager", "PhysicalWorkerManager"]

@@ -6,4 +6,12 @@ from merlin_tracking.records.status import RunStatus, WorkerStatus
 from merlin_tracking.records.study import Study
 from merlin_tracking.records.workers import LogicalWorker, PhysicalWorker
 
-__all__ = ["LogicalWorker", "PhysicalWorker", "Record", "Run", "RunStatus", "Study", "WorkerStatus"]
+__all__ = [
+    "LogicalWorker",
+    "PhysicalWorker",
+    "Record",
+    "Run",
+    "RunStatus",
+    "Study",
+    "WorkerStatus",
+]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from merlin_tracking.errors import InvalidRecordError, TrackingError
 from merlin_tracking.records.codec import Codec, dumps, loads
@@ -31,6 +31,7 @@ class Record:
     RELATIONS: ClassVar[tuple[str, ...]] = ()
 
     id: str
+    created_at: datetime
 
     def __post_init__(self) -> None:
         # Normalise every field through its codec so that a record in memory is exactly what a
@@ -52,7 +53,11 @@ class Record:
         fields = {SCHEMA_VERSION_FIELD: str(self.SCHEMA_VERSION)}
         for name, codec in self.CODECS.items():
             value = getattr(self, name)
-            if name in defaults and _omittable(defaults[name]) and value == defaults[name]:
+            if (
+                name in defaults
+                and _omittable(defaults[name])
+                and value == defaults[name]
+            ):
                 continue
             fields[name] = dumps(codec.to_json(value))
         return fields
@@ -64,11 +69,11 @@ class Record:
 
     @classmethod
     def from_fields(
-        cls: type[R],
+        cls,
         record_id: str,
         fields: Mapping[str, str],
         relations: Mapping[str, Sequence[str]] | None = None,
-    ) -> R:
+    ) -> Self:
         """Rebuild a record from its storage form without re-validating trusted data."""
         version = int(fields.get(SCHEMA_VERSION_FIELD, "1"))
         if version > cls.SCHEMA_VERSION:
@@ -102,17 +107,20 @@ class Record:
                 value = value.isoformat()
             elif isinstance(value, tuple):
                 value = list(value)
-            elif hasattr(value, "value") and isinstance(getattr(value, "value"), str):
+            elif hasattr(value, "value") and isinstance(value.value, str):
                 value = value.value
             result[field.name] = value
         return result
 
-    def replace(self: R, **changes: Any) -> R:
+    def replace(self, **changes: Any) -> Self:
         """A copy with ``changes`` applied and validated."""
         return dataclasses.replace(self, **changes)
 
     def get_id(self) -> str:
         return self.id
+
+    def get_created_at(self) -> datetime:
+        return self.created_at
 
 
 def _omittable(default: Any) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from merlin_tracking.errors import InvalidRecordError
@@ -36,11 +36,15 @@ class Codec:
 
 def _check_str(value: Any) -> str:
     if not isinstance(value, str):
-        raise InvalidRecordError(f"expected a string, got {type(value).__name__} {value!r}")
+        raise InvalidRecordError(
+            f"expected a string, got {type(value).__name__} {value!r}"
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidRecordError(f"string {value!r} is not valid Unicode (lone surrogate)") from None
+        raise InvalidRecordError(
+            f"string {value!r} is not valid Unicode (lone surrogate)"
+        ) from None
     return value
 
 
@@ -50,7 +54,9 @@ def _check_opt_str(value: Any) -> str | None:
 
 def _check_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRecordError(f"expected an integer, got {type(value).__name__} {value!r}")
+        raise InvalidRecordError(
+            f"expected an integer, got {type(value).__name__} {value!r}"
+        )
     return value
 
 
@@ -61,10 +67,14 @@ def _check_opt_int(value: Any) -> int | None:
 def aware_utc(value: Any) -> datetime:
     """Return ``value`` as an aware UTC datetime; naive datetimes are refused, not guessed."""
     if not isinstance(value, datetime):
-        raise InvalidRecordError(f"expected a datetime, got {type(value).__name__} {value!r}")
+        raise InvalidRecordError(
+            f"expected a datetime, got {type(value).__name__} {value!r}"
+        )
     if value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidRecordError(f"datetime {value.isoformat()} has no timezone; pass an aware datetime")
-    return value.astimezone(timezone.utc)
+        raise InvalidRecordError(
+            f"datetime {value.isoformat()} has no timezone; pass an aware datetime"
+        )
+    return value.astimezone(UTC)
 
 
 def _opt_aware_utc(value: Any) -> datetime | None:
@@ -73,8 +83,12 @@ def _opt_aware_utc(value: Any) -> datetime | None:
 
 def str_tuple(value: Any) -> tuple[str, ...]:
     """Normalise a list of strings; a lone string is refused so ``"abc"`` never becomes a,b,c."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence | set | frozenset):
-        raise InvalidRecordError(f"expected a list of strings, got {type(value).__name__} {value!r}")
+    if isinstance(value, (str, bytes)) or not isinstance(
+        value, Sequence | set | frozenset
+    ):
+        raise InvalidRecordError(
+            f"expected a list of strings, got {type(value).__name__} {value!r}"
+        )
     items = tuple(_check_str(item) for item in value)
     return tuple(dict.fromkeys(items))
 
@@ -108,7 +122,9 @@ def _same_shape(stored: Any, original: Any) -> bool:
 
 def json_mapping(value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
-        raise InvalidRecordError(f"expected a mapping, got {type(value).__name__} {value!r}")
+        raise InvalidRecordError(
+            f"expected a mapping, got {type(value).__name__} {value!r}"
+        )
     result: dict[str, Any] = json_value(dict(value))
     return result
 

@@ -31,7 +31,6 @@ class Run(Record):
 
     study_id: str | None
     workspace: str
-    created_at: datetime
     updated_at: datetime
     queues: tuple[str, ...] = ()
     workers: tuple[str, ...] = ()
@@ -72,9 +71,6 @@ class Run(Record):
 
     def get_additional_data(self) -> dict[str, Any]:
         return dict(self.additional_data)
-
-    def get_created_at(self) -> datetime:
-        return self.created_at
 
     def get_updated_at(self) -> datetime:
         return self.updated_at

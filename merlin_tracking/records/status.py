@@ -20,11 +20,12 @@ class _StrEnum(str, Enum):
             except KeyError:
                 pass
         raise InvalidRecordError(
-            f"{value!r} is not a valid {cls.__name__}; valid values: {choices(m.value for m in cls)}"
+            f"{value!r} is not a valid {cls.__name__}; "
+            f"valid values: {choices(m.value for m in cls)}"
         )
 
     def __str__(self) -> str:
-        return self.value
+        return str(self.value)
 
 
 class RunStatus(_StrEnum):

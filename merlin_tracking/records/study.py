@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
 from typing import ClassVar
 
 from merlin_tracking.records import codec
@@ -13,11 +12,13 @@ from merlin_tracking.records.base import Record
 @dataclasses.dataclass(frozen=True)
 class Study(Record):
     ENTITY: ClassVar[str] = "study"
-    CODECS: ClassVar[dict[str, codec.Codec]] = {"name": codec.STR, "created_at": codec.DATETIME}
+    CODECS: ClassVar[dict[str, codec.Codec]] = {
+        "name": codec.STR,
+        "created_at": codec.DATETIME,
+    }
     RELATIONS: ClassVar[tuple[str, ...]] = ("runs",)
 
     name: str
-    created_at: datetime
     runs: tuple[str, ...] = ()
 
     def get_name(self) -> str:
@@ -25,6 +26,3 @@ class Study(Record):
 
     def get_runs(self) -> list[str]:
         return list(self.runs)
-
-    def get_created_at(self) -> datetime:
-        return self.created_at

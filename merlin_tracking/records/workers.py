@@ -25,7 +25,6 @@ class LogicalWorker(Record):
 
     name: str
     queues: tuple[str, ...]
-    created_at: datetime
     runs: tuple[str, ...] = ()
     physical_workers: tuple[str, ...] = ()
 
@@ -62,7 +61,6 @@ class PhysicalWorker(Record):
     }
 
     name: str
-    created_at: datetime
     logical_worker_id: str | None = None
     host: str | None = None
     pid: int | None = None

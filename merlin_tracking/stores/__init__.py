@@ -19,7 +19,8 @@ def open_store(url: str, prefix: str = DEFAULT_PREFIX) -> TrackingStore:
 
         return RedisStore(url, prefix=prefix)
     raise InvalidRecordError(
-        f"no store for URL scheme {scheme!r}; supported: {', '.join(s + '://' for s in REDIS_SCHEMES)}"
+        f"no store for URL scheme {scheme!r}; "
+        f"supported: {', '.join(s + '://' for s in REDIS_SCHEMES)}"
     )
 
 

@@ -69,7 +69,7 @@ class TrackingStore(ABC):
     @abstractmethod
     def update_fields(
         self,
-        record_type: type[Run] | type[PhysicalWorker],
+        record_type: type[Run | PhysicalWorker],
         record_id: str,
         changes: Mapping[str, Any],
         expect: Mapping[str, Any] | None = None,
@@ -130,13 +130,15 @@ class TrackingStore(ABC):
     def ping(self) -> None:
         """Raise ``StoreUnavailableError`` unless the backend answers."""
 
-    def query(self, record_type: type[R], filters: Filters, limit: int | None = None) -> list[R]:
+    def query(
+        self, record_type: type[R], filters: Filters, limit: int | None = None
+    ) -> list[R]:
         """Matching records in creation order (oldest first), at most ``limit``."""
         ids = self.find_ids(record_type, filters)
         if record_type is LogicalWorker:
             # Logical worker ids are digests, not time-ordered: order by the records instead.
             records = self.fetch_many(record_type, ids)
-            records.sort(key=lambda rec: (getattr(rec, "created_at"), rec.id))
+            records.sort(key=lambda rec: (rec.created_at, rec.id))
             return records[:limit] if limit is not None else records
         ids.sort()
         if limit is not None:
@@ -144,4 +146,11 @@ class TrackingStore(ABC):
         return self.fetch_many(record_type, ids)
 
 
-__all__ = ["Filters", "LogicalWorker", "PhysicalWorker", "Run", "Study", "TrackingStore"]
+__all__ = [
+    "Filters",
+    "LogicalWorker",
+    "PhysicalWorker",
+    "Run",
+    "Study",
+    "TrackingStore",
+]

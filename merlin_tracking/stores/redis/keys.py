@@ -32,7 +32,12 @@ import re
 
 from merlin_tracking.errors import InvalidRecordError
 
-ENTITY_SEGMENT = {"study": "study", "run": "run", "logical_worker": "lw", "physical_worker": "pw"}
+ENTITY_SEGMENT = {
+    "study": "study",
+    "run": "run",
+    "logical_worker": "lw",
+    "physical_worker": "pw",
+}
 DEFAULT_PREFIX = "merlin_tracking"
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
 

@@ -30,12 +30,16 @@ from merlin_tracking.records import (
     Run,
     RunStatus,
     Study,
-
 )
 from merlin_tracking.stores.base import Filters, TrackingStore
 from merlin_tracking.stores.redis import scripts
 from merlin_tracking.stores.redis.connection import client_for, mask_url
-from merlin_tracking.stores.redis.keys import DEFAULT_PREFIX, ENTITY_SEGMENT, KeySpace, digest
+from merlin_tracking.stores.redis.keys import (
+    DEFAULT_PREFIX,
+    ENTITY_SEGMENT,
+    KeySpace,
+    digest,
+)
 
 R = TypeVar("R", bound=Record)
 
@@ -83,9 +87,15 @@ class RedisStore(TrackingStore):
         try:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailableError(self.url, str(exc) or type(exc).__name__) from None
-        except redis.AuthenticationError as exc:  # pragma: no cover - subclass of ConnectionError
-            raise StoreUnavailableError(self.url, f"authentication failed: {exc}") from None
+            raise StoreUnavailableError(
+                self.url, str(exc) or type(exc).__name__
+            ) from None
+        except (
+            redis.AuthenticationError
+        ) as exc:  # pragma: no cover - subclass of ConnectionError
+            raise StoreUnavailableError(
+                self.url, f"authentication failed: {exc}"
+            ) from None
         except redis.ResponseError as exc:
             if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc) or "NOPERM" in str(exc):
                 raise StoreUnavailableError(self.url, str(exc)) from None
@@ -93,7 +103,9 @@ class RedisStore(TrackingStore):
 
     def _run(self, name: str, args: Sequence[Any], key: str) -> Any:
         with self._guard():
-            return self._scripts[name](keys=[key], args=[self.keys.tag, *args], client=self.client)
+            return self._scripts[name](
+                keys=[key], args=[self.keys.tag, *args], client=self.client
+            )
 
     # ------------------------------------------------------------------ writes
     def create_study(self, study: Study) -> tuple[str, bool]:
@@ -114,7 +126,9 @@ class RedisStore(TrackingStore):
             raise InvalidRecordError("a new run needs a study_id")
         for _ in range(_ID_CLASH_RETRIES):
             fields = run.to_fields()
-            fields.pop("workers", None)  # attached by the script from the worker indexes
+            fields.pop(
+                "workers", None
+            )  # attached by the script from the worker indexes
             result = self._run(
                 "create_run",
                 [
@@ -133,15 +147,21 @@ class RedisStore(TrackingStore):
                 workers = tuple(sorted(_text(w) for w in result[1:]))
                 return run.replace(workers=workers)
             if status == 0:
-                raise DuplicateEntityError("run", "workspace", run.workspace, _text(result[1]))
+                raise DuplicateEntityError(
+                    "run", "workspace", run.workspace, _text(result[1])
+                )
             if status == -2:
-                raise StudyNotFoundError(run.study_id, "it was deleted while the run was created")
+                raise StudyNotFoundError(
+                    run.study_id, "it was deleted while the run was created"
+                )
             fresh_id, created_at = new_id()
             run = run.replace(id=fresh_id, created_at=created_at, updated_at=created_at)
         raise RuntimeError("could not allocate a unique run id")  # pragma: no cover
 
     def add_run_queues(self, run_id: str, queues: Sequence[str]) -> Run:
-        result = self._run("add_run_queues", [run_id, *queues], self.keys.record("run", run_id))
+        result = self._run(
+            "add_run_queues", [run_id, *queues], self.keys.record("run", run_id)
+        )
         if result[0] == -1:
             raise RunNotFoundError(run_id)
         run = self.fetch(Run, run_id)
@@ -153,7 +173,13 @@ class RedisStore(TrackingStore):
         fields = worker.to_fields()
         created = self._run(
             "create_logical_worker",
-            [worker.id, worker.name, len(worker.queues), *worker.queues, *_pairs(fields)],
+            [
+                worker.id,
+                worker.name,
+                len(worker.queues),
+                *worker.queues,
+                *_pairs(fields),
+            ],
             self.keys.record("logical_worker", worker.id),
         )
         return bool(created)
@@ -173,7 +199,9 @@ class RedisStore(TrackingStore):
             for name in sorted(start_fields - given)
             if getattr(candidate, name) is not None
         }
-        on_create = {k: v for k, v in all_fields.items() if k not in always and k not in on_start}
+        on_create = {
+            k: v for k, v in all_fields.items() if k not in always and k not in on_start
+        }
         pid = "" if candidate.pid is None else str(candidate.pid)
         for _ in range(_ID_CLASH_RETRIES):
             status, record_id = self._run(
@@ -207,14 +235,18 @@ class RedisStore(TrackingStore):
 
     def update_fields(
         self,
-        record_type: type[Run] | type[PhysicalWorker],
+        record_type: type[Run | PhysicalWorker],
         record_id: str,
         changes: Mapping[str, Any],
         expect: Mapping[str, Any] | None = None,
     ) -> bool:
-        encoded = {name: self._encode_or_clear(record_type, name, v) for name, v in changes.items()}
+        encoded = {
+            name: self._encode_or_clear(record_type, name, v)
+            for name, v in changes.items()
+        }
         expected = {
-            name: self._encode_or_clear(record_type, name, v) for name, v in (expect or {}).items()
+            name: self._encode_or_clear(record_type, name, v)
+            for name, v in (expect or {}).items()
         }
         segment = ENTITY_SEGMENT[record_type.ENTITY]
         result = self._run(
@@ -321,7 +353,11 @@ class RedisStore(TrackingStore):
                     pipe.hgetall(self.keys.record(entity, record_id))
                     for name in relations:
                         pipe.smembers(
-                            self.keys.key(ENTITY_SEGMENT[entity], record_id, _RELATION_SUFFIX[name])
+                            self.keys.key(
+                                ENTITY_SEGMENT[entity],
+                                record_id,
+                                _RELATION_SUFFIX[name],
+                            )
                         )
                 replies = pipe.execute()
             step = 1 + len(relations)
@@ -342,16 +378,23 @@ class RedisStore(TrackingStore):
             return [self.keys.key("run", "status", s.value) for s in RunStatus]
         return [self.keys.key(ENTITY_SEGMENT[record_type.ENTITY], "ids")]
 
-    def _filter_group(self, record_type: type[Record], name: str, values: Sequence[str]) -> Any:
+    def _filter_group(
+        self, record_type: type[Record], name: str, values: Sequence[str]
+    ) -> Any:
         k = self.keys.key
         entity = record_type.ENTITY
         if entity == "run":
             prefix = {"study_id": "study", "workers": "lw"}.get(name)
             if prefix is not None:
                 return [k(prefix, v, "runs") for v in values]
-            return [k("run", {"status": "status", "queues": "queue"}[name], v) for v in values]
+            return [
+                k("run", {"status": "status", "queues": "queue"}[name], v)
+                for v in values
+            ]
         if entity == "logical_worker":
-            return [k("lw", {"name": "name", "queues": "queue"}[name], v) for v in values]
+            return [
+                k("lw", {"name": "name", "queues": "queue"}[name], v) for v in values
+            ]
         if entity == "physical_worker":
             if name == "logical_worker_id":
                 return [k("lw", v, "physical") for v in values]
@@ -386,7 +429,10 @@ class RedisStore(TrackingStore):
 
     def recent_run_ids(self, limit: int) -> list[str]:
         with self._guard():
-            ids = [_text(i) for i in self.client.lrange(self.keys.key("run", "recent"), 0, -1)]
+            ids = [
+                _text(i)
+                for i in self.client.lrange(self.keys.key("run", "recent"), 0, -1)
+            ]
             pipe = self.client.pipeline(transaction=False)
             for run_id in ids:
                 pipe.exists(self.keys.record("run", run_id))
@@ -409,4 +455,3 @@ class RedisStore(TrackingStore):
     def ping(self) -> None:
         with self._guard():
             self.client.ping()
-
