@@ -98,7 +98,5 @@ class TrackingDatabase:
                 "physical_worker": self.store.count(PhysicalWorker),
             },
             "recent_runs": [run.to_dict() for run in recent_runs],
-            "recent_studies": [
-                study.to_dict() for study in reversed(studies[-recent:])
-            ],
+            "recent_studies": [study.to_dict() for study in reversed(studies[-recent:])],
         }

@@ -50,9 +50,7 @@ class DuplicateEntityError(TrackingError):
             value,
             existing_id,
         )
-        super().__init__(
-            f"a {entity} with {field} {value!r} already exists (id {existing_id})"
-        )
+        super().__init__(f"a {entity} with {field} {value!r} already exists (id {existing_id})")
 
 
 class InvalidTransitionError(TrackingError, ValueError):

@@ -70,9 +70,7 @@ def datetime_to_micros(moment: datetime) -> int:
 
 def logical_worker_id(name: str, queues: Iterable[str]) -> str:
     """Deterministic id of the logical worker ``name`` consuming ``queues`` (order-insensitive)."""
-    material = "\x00".join([name, *sorted(set(queues))]).encode(
-        "utf-8", "surrogatepass"
-    )
+    material = "\x00".join([name, *sorted(set(queues))]).encode("utf-8", "surrogatepass")
     digest = int.from_bytes(hashlib.blake2b(material, digest_size=8).digest(), "big")
     return _encode(digest >> 4)
 

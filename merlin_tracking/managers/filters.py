@@ -48,9 +48,7 @@ FILTER_KEYS: dict[str, dict[str, Normaliser]] = {
 }
 
 
-def normalise_filters(
-    entity: str, filters: Mapping[str, Any] | None
-) -> dict[str, list[str]]:
+def normalise_filters(entity: str, filters: Mapping[str, Any] | None) -> dict[str, list[str]]:
     """Validated copy of ``filters`` for ``entity``; raises ``InvalidFilterError``."""
     if filters is None:
         return {}
@@ -88,7 +86,5 @@ def check_limit(limit: int | None) -> int | None:
     if limit is None:
         return None
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise InvalidFilterError(
-            f"limit must be a non-negative integer or None, got {limit!r}"
-        )
+        raise InvalidFilterError(f"limit must be a non-negative integer or None, got {limit!r}")
     return limit

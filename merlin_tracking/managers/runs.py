@@ -40,9 +40,7 @@ class RunManager(Manager[Run]):
         super().__init__(store)
         self.studies = studies
 
-    def create(
-        self, study_name: str, workspace: str, queues: Iterable[str], **kwargs: Any
-    ) -> Run:
+    def create(self, study_name: str, workspace: str, queues: Iterable[str], **kwargs: Any) -> Run:
         """Create a run of ``study_name`` (created if missing) in ``workspace``.
 
         Known fields in ``kwargs`` are set; unknown ones are kept in ``additional_data``.
@@ -71,14 +69,12 @@ class RunManager(Manager[Run]):
             **known,
         )
         for _ in range(3):
-            study = self.studies.create(study_name)
+            study_id = self.studies.ensure_id(study_name)
             try:
-                return self.store.create_run(run.replace(study_id=study.id))
+                return self.store.create_run(run.replace(study_id=study_id))
             except StudyNotFoundError:
                 continue  # the study was deleted concurrently: create it again
-        raise StudyNotFoundError(
-            study_name, "it keeps being deleted while runs are created"
-        )
+        raise StudyNotFoundError(study_name, "it keeps being deleted while runs are created")
 
     def get(self, run_id_or_workspace: str) -> Run:
         """The run with this id, else in this workspace; ``RunNotFoundError`` otherwise."""
@@ -105,9 +101,7 @@ class RunManager(Manager[Run]):
     def attach_worker(self, run_id_or_workspace: str, logical_worker_id: str) -> bool:
         """Attach a logical worker to a run (both sides); False if it already was."""
         run = self.get(run_id_or_workspace)
-        return self.store.link_run_worker(
-            run.id, require_text("worker id", logical_worker_id)
-        )
+        return self.store.link_run_worker(run.id, require_text("worker id", logical_worker_id))
 
     def detach_worker(self, run_id_or_workspace: str, logical_worker_id: str) -> bool:
         run = self.get(run_id_or_workspace)

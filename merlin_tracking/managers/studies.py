@@ -14,22 +14,26 @@ class StudyManager(Manager[Study]):
 
     def create(self, name: str) -> Study:
         """The study called ``name``, created if it does not exist yet."""
-        study_id, created_at = new_id()
-        study = Study(
-            id=study_id, name=require_text("study name", name), created_at=created_at
-        )
-        stored_id, created = self.store.create_study(study)
+        study, stored_id, created = self._ensure(name)
         if created and stored_id == study.id:
             return study
         return self.get(stored_id)
+
+    def ensure_id(self, name: str) -> str:
+        """Id of the study called ``name``, creating it if needed (one round trip)."""
+        return self._ensure(name)[1]
+
+    def _ensure(self, name: str) -> tuple[Study, str, bool]:
+        study_id, created_at = new_id()
+        study = Study(id=study_id, name=require_text("study name", name), created_at=created_at)
+        stored_id, created = self.store.create_study(study)
+        return study, stored_id, created
 
     def get(self, study_id_or_name: str) -> Study:
         """The study with this id, else with this name; ``StudyNotFoundError`` otherwise."""
         return self._fetch(study_id_or_name)
 
-    def delete(
-        self, study_id_or_name: str, remove_associated_runs: bool = True
-    ) -> None:
+    def delete(self, study_id_or_name: str, remove_associated_runs: bool = True) -> None:
         """Delete a study and its runs; with ``remove_associated_runs=False`` the runs stay,
         detached (their ``study_id`` becomes None) so no reference dangles."""
         study = self.get(study_id_or_name)

@@ -25,9 +25,7 @@ class LogicalWorkerManager(Manager[LogicalWorker]):
             raise InvalidRecordError("a logical worker needs at least one queue")
         worker_id = logical_worker_id(name, queue_list)
         _, created_at = new_id()
-        worker = LogicalWorker(
-            id=worker_id, name=name, queues=queue_list, created_at=created_at
-        )
+        worker = LogicalWorker(id=worker_id, name=name, queues=queue_list, created_at=created_at)
         if self.store.create_logical_worker(worker):
             return worker
         return self.get(worker_id)
@@ -41,9 +39,7 @@ class LogicalWorkerManager(Manager[LogicalWorker]):
         """By id, or by name + queues (the id derives from them)."""
         if worker_id is None:
             if worker_name is None or queues is None:
-                raise InvalidRecordError(
-                    "give worker_id, or worker_name together with queues"
-                )
+                raise InvalidRecordError("give worker_id, or worker_name together with queues")
             worker_id = logical_worker_id(
                 require_text("worker name", worker_name), str_tuple(queues)
             )
@@ -135,9 +131,7 @@ class PhysicalWorkerManager(Manager[PhysicalWorker]):
             raise WorkerNotFoundError(worker_id_or_name)
 
     def delete_all(self) -> int:
-        return self.store.delete_physical_workers(
-            self.store.find_ids(PhysicalWorker, {})
-        )
+        return self.store.delete_physical_workers(self.store.find_ids(PhysicalWorker, {}))
 
 
 __all__ = ["LogicalWorkerManager", "PhysicalWorkerManager"]

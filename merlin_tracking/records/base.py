@@ -53,11 +53,7 @@ class Record:
         fields = {SCHEMA_VERSION_FIELD: str(self.SCHEMA_VERSION)}
         for name, codec in self.CODECS.items():
             value = getattr(self, name)
-            if (
-                name in defaults
-                and _omittable(defaults[name])
-                and value == defaults[name]
-            ):
+            if name in defaults and _omittable(defaults[name]) and value == defaults[name]:
                 continue
             fields[name] = dumps(codec.to_json(value))
         return fields

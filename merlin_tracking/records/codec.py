@@ -36,9 +36,7 @@ class Codec:
 
 def _check_str(value: Any) -> str:
     if not isinstance(value, str):
-        raise InvalidRecordError(
-            f"expected a string, got {type(value).__name__} {value!r}"
-        )
+        raise InvalidRecordError(f"expected a string, got {type(value).__name__} {value!r}")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -54,9 +52,7 @@ def _check_opt_str(value: Any) -> str | None:
 
 def _check_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRecordError(
-            f"expected an integer, got {type(value).__name__} {value!r}"
-        )
+        raise InvalidRecordError(f"expected an integer, got {type(value).__name__} {value!r}")
     return value
 
 
@@ -67,9 +63,7 @@ def _check_opt_int(value: Any) -> int | None:
 def aware_utc(value: Any) -> datetime:
     """Return ``value`` as an aware UTC datetime; naive datetimes are refused, not guessed."""
     if not isinstance(value, datetime):
-        raise InvalidRecordError(
-            f"expected a datetime, got {type(value).__name__} {value!r}"
-        )
+        raise InvalidRecordError(f"expected a datetime, got {type(value).__name__} {value!r}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidRecordError(
             f"datetime {value.isoformat()} has no timezone; pass an aware datetime"
@@ -83,9 +77,7 @@ def _opt_aware_utc(value: Any) -> datetime | None:
 
 def str_tuple(value: Any) -> tuple[str, ...]:
     """Normalise a list of strings; a lone string is refused so ``"abc"`` never becomes a,b,c."""
-    if isinstance(value, (str, bytes)) or not isinstance(
-        value, Sequence | set | frozenset
-    ):
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence | set | frozenset):
         raise InvalidRecordError(
             f"expected a list of strings, got {type(value).__name__} {value!r}"
         )
@@ -122,9 +114,7 @@ def _same_shape(stored: Any, original: Any) -> bool:
 
 def json_mapping(value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
-        raise InvalidRecordError(
-            f"expected a mapping, got {type(value).__name__} {value!r}"
-        )
+        raise InvalidRecordError(f"expected a mapping, got {type(value).__name__} {value!r}")
     result: dict[str, Any] = json_value(dict(value))
     return result
 

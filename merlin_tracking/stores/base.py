@@ -130,9 +130,7 @@ class TrackingStore(ABC):
     def ping(self) -> None:
         """Raise ``StoreUnavailableError`` unless the backend answers."""
 
-    def query(
-        self, record_type: type[R], filters: Filters, limit: int | None = None
-    ) -> list[R]:
+    def query(self, record_type: type[R], filters: Filters, limit: int | None = None) -> list[R]:
         """Matching records in creation order (oldest first), at most ``limit``."""
         ids = self.find_ids(record_type, filters)
         if record_type is LogicalWorker:

@@ -87,6 +87,7 @@ local function delete_run(run_id)
   if redis.call('HGET', key('run', 'workspace'), wsd) == run_id then
     redis.call('HDEL', key('run', 'workspace'), wsd)
   end
+  redis.call('LREM', key('run', 'recent'), 0, run_id)
   redis.call('DEL', rkey, key('run', run_id, 'counters'))
   return 1
 end

@@ -15,9 +15,7 @@ _MARKER = "\n--@@ "
 
 
 def _sources() -> dict[str, str]:
-    text = (
-        resources.files(__package__).joinpath("scripts.lua").read_text(encoding="utf-8")
-    )
+    text = resources.files(__package__).joinpath("scripts.lua").read_text(encoding="utf-8")
     helpers, *bodies = text.split(_MARKER)
     sources = {}
     for body in bodies:

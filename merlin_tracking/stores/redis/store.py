@@ -87,25 +87,17 @@ class RedisStore(TrackingStore):
         try:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailableError(
-                self.url, str(exc) or type(exc).__name__
-            ) from None
-        except (
-            redis.AuthenticationError
-        ) as exc:  # pragma: no cover - subclass of ConnectionError
-            raise StoreUnavailableError(
-                self.url, f"authentication failed: {exc}"
-            ) from None
+            raise StoreUnavailableError(self.url, str(exc) or type(exc).__name__) from None
+        except redis.exceptions.NoPermissionError as exc:
+            raise StoreUnavailableError(self.url, f"NOPERM: {exc}") from None
         except redis.ResponseError as exc:
-            if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc) or "NOPERM" in str(exc):
+            if str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
                 raise StoreUnavailableError(self.url, str(exc)) from None
             raise
 
     def _run(self, name: str, args: Sequence[Any], key: str) -> Any:
         with self._guard():
-            return self._scripts[name](
-                keys=[key], args=[self.keys.tag, *args], client=self.client
-            )
+            return self._scripts[name](keys=[key], args=[self.keys.tag, *args], client=self.client)
 
     # ------------------------------------------------------------------ writes
     def create_study(self, study: Study) -> tuple[str, bool]:
@@ -126,9 +118,7 @@ class RedisStore(TrackingStore):
             raise InvalidRecordError("a new run needs a study_id")
         for _ in range(_ID_CLASH_RETRIES):
             fields = run.to_fields()
-            fields.pop(
-                "workers", None
-            )  # attached by the script from the worker indexes
+            fields.pop("workers", None)  # attached by the script from the worker indexes
             result = self._run(
                 "create_run",
                 [
@@ -147,21 +137,15 @@ class RedisStore(TrackingStore):
                 workers = tuple(sorted(_text(w) for w in result[1:]))
                 return run.replace(workers=workers)
             if status == 0:
-                raise DuplicateEntityError(
-                    "run", "workspace", run.workspace, _text(result[1])
-                )
+                raise DuplicateEntityError("run", "workspace", run.workspace, _text(result[1]))
             if status == -2:
-                raise StudyNotFoundError(
-                    run.study_id, "it was deleted while the run was created"
-                )
+                raise StudyNotFoundError(run.study_id, "it was deleted while the run was created")
             fresh_id, created_at = new_id()
             run = run.replace(id=fresh_id, created_at=created_at, updated_at=created_at)
         raise RuntimeError("could not allocate a unique run id")  # pragma: no cover
 
     def add_run_queues(self, run_id: str, queues: Sequence[str]) -> Run:
-        result = self._run(
-            "add_run_queues", [run_id, *queues], self.keys.record("run", run_id)
-        )
+        result = self._run("add_run_queues", [run_id, *queues], self.keys.record("run", run_id))
         if result[0] == -1:
             raise RunNotFoundError(run_id)
         run = self.fetch(Run, run_id)
@@ -199,12 +183,10 @@ class RedisStore(TrackingStore):
             for name in sorted(start_fields - given)
             if getattr(candidate, name) is not None
         }
-        on_create = {
-            k: v for k, v in all_fields.items() if k not in always and k not in on_start
-        }
+        on_create = {k: v for k, v in all_fields.items() if k not in always and k not in on_start}
         pid = "" if candidate.pid is None else str(candidate.pid)
         for _ in range(_ID_CLASH_RETRIES):
-            status, record_id = self._run(
+            status, *rest = self._run(
                 "upsert_physical_worker",
                 [
                     digest(candidate.name),
@@ -224,7 +206,7 @@ class RedisStore(TrackingStore):
                     str(candidate.logical_worker_id), "no logical worker has this id"
                 )
             if status != -1:
-                worker = self.fetch(PhysicalWorker, _text(record_id))
+                worker = self.fetch(PhysicalWorker, _text(rest[0]))
                 if worker is None:  # deleted in between
                     raise WorkerNotFoundError(candidate.name)
                 return worker, {1: "created", 2: "restarted", 0: "updated"}[status]
@@ -240,13 +222,9 @@ class RedisStore(TrackingStore):
         changes: Mapping[str, Any],
         expect: Mapping[str, Any] | None = None,
     ) -> bool:
-        encoded = {
-            name: self._encode_or_clear(record_type, name, v)
-            for name, v in changes.items()
-        }
+        encoded = {name: self._encode_or_clear(record_type, name, v) for name, v in changes.items()}
         expected = {
-            name: self._encode_or_clear(record_type, name, v)
-            for name, v in (expect or {}).items()
+            name: self._encode_or_clear(record_type, name, v) for name, v in (expect or {}).items()
         }
         segment = ENTITY_SEGMENT[record_type.ENTITY]
         result = self._run(
@@ -378,23 +356,16 @@ class RedisStore(TrackingStore):
             return [self.keys.key("run", "status", s.value) for s in RunStatus]
         return [self.keys.key(ENTITY_SEGMENT[record_type.ENTITY], "ids")]
 
-    def _filter_group(
-        self, record_type: type[Record], name: str, values: Sequence[str]
-    ) -> Any:
+    def _filter_group(self, record_type: type[Record], name: str, values: Sequence[str]) -> Any:
         k = self.keys.key
         entity = record_type.ENTITY
         if entity == "run":
             prefix = {"study_id": "study", "workers": "lw"}.get(name)
             if prefix is not None:
                 return [k(prefix, v, "runs") for v in values]
-            return [
-                k("run", {"status": "status", "queues": "queue"}[name], v)
-                for v in values
-            ]
+            return [k("run", {"status": "status", "queues": "queue"}[name], v) for v in values]
         if entity == "logical_worker":
-            return [
-                k("lw", {"name": "name", "queues": "queue"}[name], v) for v in values
-            ]
+            return [k("lw", {"name": "name", "queues": "queue"}[name], v) for v in values]
         if entity == "physical_worker":
             if name == "logical_worker_id":
                 return [k("lw", v, "physical") for v in values]
@@ -429,10 +400,7 @@ class RedisStore(TrackingStore):
 
     def recent_run_ids(self, limit: int) -> list[str]:
         with self._guard():
-            ids = [
-                _text(i)
-                for i in self.client.lrange(self.keys.key("run", "recent"), 0, -1)
-            ]
+            ids = [_text(i) for i in self.client.lrange(self.keys.key("run", "recent"), 0, -1)]
             pipe = self.client.pipeline(transaction=False)
             for run_id in ids:
                 pipe.exists(self.keys.record("run", run_id))

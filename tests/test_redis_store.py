@@ -1,0 +1,195 @@
+"""Redis-specific guarantees: key namespace, foreign keys, round trips, URLs and outages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from merlin_tracking import (
+    InvalidRecordError,
+    StoreUnavailableError,
+    TrackingDatabase,
+    TrackingError,
+)
+from merlin_tracking.records import Run
+from merlin_tracking.stores.redis.connection import mask_url
+
+
+def _populate(db: TrackingDatabase) -> None:
+    lw = db.logical_workers.create("w", ["q1", "q2"])
+    db.runs.create("s", "/ws/1", ["q1"])
+    db.runs.create("s", "/ws/2", ["q2"], parameters={"x": 1})
+    db.physical_workers.create("w@n", pid=1, host="n", logical_worker_id=lw.id)
+
+
+def test_all_keys_are_under_the_prefix_in_one_cluster_slot(
+    db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
+) -> None:
+    _populate(db)
+    keys = list(raw_redis.scan_iter(match="*" + prefix + "*"))
+    assert keys
+    assert all(k.startswith(("{" + prefix + "}:").encode()) for k in keys)
+    assert len({key_slot(k) for k in keys}) == 1
+
+
+def test_foreign_keys_are_never_touched(
+    db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
+) -> None:
+    foreign = {
+        f"celery-task-meta-{prefix}": b"result",
+        f"{prefix}:run:x": b"not ours (no hash tag)",
+        f"other_{prefix}": b"x",
+    }
+    for key, value in foreign.items():
+        raw_redis.set(key, value)
+    try:
+        _populate(db)
+        db.get_all("run")
+        db.delete_everything()
+        for key, value in foreign.items():
+            assert raw_redis.get(key) == value
+    finally:
+        raw_redis.delete(*foreign)
+
+
+def test_no_keyspace_scans_or_flushes(db: TrackingDatabase, raw_redis: redis.Redis) -> None:
+    _populate(db)
+    raw_redis.config_resetstat()
+    db.get_all("run", {"queues": "q1"})
+    db.get_all("study")
+    db.info()
+    db.delete_everything()
+    stats = raw_redis.info("commandstats")
+    forbidden = {"cmdstat_keys", "cmdstat_scan", "cmdstat_flushdb", "cmdstat_flushall"}
+    assert forbidden.isdisjoint(stats)
+
+
+def test_two_prefixes_are_independent(redis_url: str, prefix: str) -> None:
+    one = TrackingDatabase.from_url(redis_url, prefix=prefix + "_a")
+    two = TrackingDatabase.from_url(redis_url, prefix=prefix + "_b")
+    one.runs.create("s", "/ws/1", ["q"])
+    assert two.runs.get_all() == []
+    two.runs.create("s", "/ws/1", ["q"])  # same workspace, other ledger
+    two.delete_everything()
+    assert len(one.runs.get_all()) == 1
+
+
+class RoundTrips:
+    """Counts client-to-server round trips by wrapping redis-py's socket writes."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[RoundTrips]:
+    counter = RoundTrips()
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        counter.count += 1
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+    yield counter
+
+
+def test_round_trip_budget(db: TrackingDatabase, round_trips: RoundTrips) -> None:
+    db.logical_workers.create("w", ["q"])
+    db.runs.create("s", "/ws/0", ["q"])  # warm up: script loading and connection set-up
+    round_trips.count = 0
+    run = db.runs.create("s", "/ws/1", ["q"])
+    assert round_trips.count <= 2
+    round_trips.count = 0
+    db.runs.get(run.id)
+    assert round_trips.count == 1
+    round_trips.count = 0
+    db.runs.get("/ws/1")
+    assert round_trips.count == 1
+    for index in range(2, 60):
+        db.runs.create("s", f"/ws/{index}", ["q"])
+    db.runs.get_all({"queues": "q", "status": "running"})  # warm up the filter script
+    round_trips.count = 0
+    assert len(db.runs.get_all({"queues": "q", "status": "initialized"})) == 60
+    assert round_trips.count <= 2
+    round_trips.count = 0
+    assert len(db.runs.get_all()) == 60
+    assert round_trips.count <= 2
+
+
+def test_schema_version_is_stored_and_checked(
+    db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
+) -> None:
+    run = db.runs.create("s", "/ws/1", ["q"])
+    key = "{" + prefix + "}:run:" + run.id
+    assert raw_redis.hget(key, "v") == b"1"
+    assert raw_redis.hget(key, "workspace") == b'"/ws/1"'
+    raw_redis.hset(key, "v", str(Run.SCHEMA_VERSION + 1))
+    with pytest.raises(TrackingError, match="upgrade"):
+        db.runs.get(run.id)
+
+
+def test_store_unavailable_names_the_masked_url() -> None:
+    db = TrackingDatabase.from_url("redis://user:s3cret@127.0.0.1:1/0")
+    with pytest.raises(StoreUnavailableError) as caught:
+        db.runs.get_all()
+    message = str(caught.value)
+    assert "redis://user:***@127.0.0.1:1/0" in message
+    assert "s3cret" not in message
+
+
+def test_wrong_password_is_store_unavailable(redis_url: str) -> None:
+    bad = redis_url.replace("redis://", "redis://nobody:wrong@")
+    with pytest.raises(StoreUnavailableError, match=r"\*\*\*"):
+        TrackingDatabase.from_url(bad).studies.get_all()
+
+
+def test_url_masking() -> None:
+    assert mask_url("redis://:pw@h:6379/2") == "redis://:***@h:6379/2"
+    assert mask_url("rediss://alice:pw@h/0") == "rediss://alice:***@h/0"
+    assert mask_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_db_number_in_url_is_used(redis_url: str, prefix: str, raw_redis: redis.Redis) -> None:
+    db3 = TrackingDatabase.from_url(redis_url.rsplit("/", 1)[0] + "/3", prefix=prefix)
+    db3.studies.create("in-db-3")
+    assert not raw_redis.exists("{" + prefix + "}:study:ids")
+    other = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/3")
+    assert other.exists("{" + prefix + "}:study:ids")
+    db3.delete_everything()
+
+
+def test_acl_user_in_url(redis_url: str, raw_redis: redis.Redis, prefix: str) -> None:
+    user = f"u_{prefix}"
+    raw_redis.acl_setuser(
+        user, enabled=True, passwords=["+pw"], keys=["{" + prefix + "}*"], commands=["+@all"]
+    )
+    try:
+        url = redis_url.replace("redis://", f"redis://{user}:pw@")
+        db = TrackingDatabase.from_url(url, prefix=prefix)
+        assert db.runs.create("s", "/ws", ["q"]).workspace == "/ws"
+        outsider = TrackingDatabase.from_url(url, prefix=prefix + "x")
+        with pytest.raises(StoreUnavailableError, match="NOPERM"):
+            outsider.studies.create("x")
+    finally:
+        raw_redis.acl_deluser(user)
+
+
+@pytest.mark.parametrize("bad_prefix", ["", "a{b}", "has space", "x" * 101])
+def test_bad_prefix_is_refused(redis_url: str, bad_prefix: str) -> None:
+    with pytest.raises(InvalidRecordError, match="prefix"):
+        TrackingDatabase.from_url(redis_url, prefix=bad_prefix)
+
+
+def test_unsupported_url_scheme() -> None:
+    with pytest.raises(InvalidRecordError, match="redis://"):
+        TrackingDatabase.from_url("mongodb://localhost/x")
+
+
+def test_script_cache_flush_is_survived(db: TrackingDatabase, raw_redis: redis.Redis) -> None:
+    db.runs.create("s", "/ws/1", ["q"])
+    raw_redis.script_flush()
+    assert db.runs.create("s", "/ws/2", ["q"]).workspace == "/ws/2"

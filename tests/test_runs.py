@@ -1,0 +1,202 @@
+"""Run manager behaviour against a real Redis."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from merlin_tracking import (
+    DuplicateEntityError,
+    InvalidRecordError,
+    Run,
+    RunNotFoundError,
+    RunStatus,
+    TrackingDatabase,
+)
+
+
+def test_create_makes_the_study_and_links_both_ways(db: TrackingDatabase) -> None:
+    run = db.runs.create("sweep", "/ws/1", ["sim", "post"])
+    study = db.studies.get("sweep")
+    assert run.study_id == study.id
+    assert study.runs == (run.id,)
+    assert run.status is RunStatus.INITIALIZED
+    assert run.queues == ("sim", "post")
+    assert run.created_at.tzinfo is not None
+    assert run.created_at == run.updated_at
+
+
+def test_known_kwargs_are_fields_unknown_go_to_additional_data(db: TrackingDatabase) -> None:
+    run = db.runs.create(
+        "sweep",
+        "/ws/1",
+        ["q"],
+        parameters={"lr": 0.1, "layers": [1, 2]},
+        samples=[[1.5, 2.5]],
+        parent="/ws/0",
+        user="alice",
+        priority=3,
+    )
+    loaded = db.runs.get(run.id)
+    assert loaded == run
+    assert loaded.parameters == {"lr": 0.1, "layers": [1, 2]}
+    assert loaded.samples == [[1.5, 2.5]]
+    assert loaded.parent == "/ws/0"
+    assert loaded.child is None
+    assert loaded.additional_data == {"user": "alice", "priority": 3}
+    assert loaded.get_additional_data() == {"user": "alice", "priority": 3}
+
+
+def test_managed_fields_cannot_be_passed(db: TrackingDatabase) -> None:
+    with pytest.raises(InvalidRecordError, match="workers"):
+        db.runs.create("sweep", "/ws/1", ["q"], workers=["x"])
+    assert db.runs.count() == 0
+
+
+def test_get_by_id_or_workspace(db: TrackingDatabase) -> None:
+    run = db.runs.create("sweep", "/scratch/ws 1/*?[x]:y\nz/ü", ["q"])
+    assert db.runs.get(run.id) == run
+    assert db.runs.get("/scratch/ws 1/*?[x]:y\nz/ü") == run
+    with pytest.raises(RunNotFoundError, match="no run matches"):
+        db.runs.get("/scratch/ws 1/*")
+
+
+def test_workspace_is_unique(db: TrackingDatabase) -> None:
+    first = db.runs.create("sweep", "/ws/1", ["q"])
+    with pytest.raises(DuplicateEntityError) as caught:
+        db.runs.create("other", "/ws/1", ["q"])
+    assert caught.value.existing_id == first.id
+    # The failed create left nothing behind but the (idempotent) study.
+    assert db.runs.count() == 1
+    assert db.studies.get("other").runs == ()
+
+
+def test_reference_getters(db: TrackingDatabase) -> None:
+    lw = db.logical_workers.create("w", ["q"])
+    run = db.runs.create("sweep", "/ws/1", ["q"])
+    assert run.get_id() == run.id
+    assert run.get_study_id() == run.study_id
+    assert run.get_workspace() == "/ws/1"
+    assert run.get_queues() == ["q"]
+    assert run.get_workers() == [lw.id]
+    assert run.get_run_status() is RunStatus.INITIALIZED
+
+
+def test_create_attaches_existing_workers_of_its_queues(db: TrackingDatabase) -> None:
+    sim = db.logical_workers.create("simworker", ["sim"])
+    post = db.logical_workers.create("postworker", ["post", "other"])
+    db.logical_workers.create("unrelated", ["elsewhere"])
+    run = db.runs.create("sweep", "/ws/1", ["sim", "post"])
+    assert set(run.workers) == {sim.id, post.id}
+    assert db.runs.get(run.id).workers == run.workers
+    assert db.logical_workers.get(sim.id).runs == (run.id,)
+    assert db.logical_workers.get(post.id).runs == (run.id,)
+
+
+def test_add_queues_attaches_their_workers(db: TrackingDatabase) -> None:
+    run = db.runs.create("sweep", "/ws/1", ["sim"])
+    post = db.logical_workers.create("postworker", ["post"])
+    updated = db.runs.add_queues(run.id, ["post", "sim"])
+    assert updated.queues == ("post", "sim")
+    assert updated.workers == (post.id,)
+    assert db.runs.get_all({"queues": "post"}) == [updated]
+
+
+def test_attach_and_detach_worker(db: TrackingDatabase) -> None:
+    run = db.runs.create("sweep", "/ws/1", ["q"])
+    lw = db.logical_workers.create("w", ["other"])
+    assert db.runs.attach_worker(run.id, lw.id) is True
+    assert db.runs.attach_worker("/ws/1", lw.id) is False
+    assert db.runs.get(run.id).workers == (lw.id,)
+    assert db.logical_workers.get(lw.id).runs == (run.id,)
+    assert db.runs.detach_worker(run.id, lw.id) is True
+    assert db.runs.get(run.id).workers == ()
+    assert db.logical_workers.get(lw.id).runs == ()
+
+
+def test_update_sets_fields_and_moves_status_index(db: TrackingDatabase) -> None:
+    run = db.runs.create("sweep", "/ws/1", ["q"])
+    updated = db.runs.update(run.id, status="running", child="/ws/2")
+    assert updated.status is RunStatus.RUNNING
+    assert updated.child == "/ws/2"
+    assert updated.updated_at > run.updated_at
+    assert db.runs.get_all({"status": "RUNNING"}) == [updated]
+    assert db.runs.get_all({"status": "INITIALIZED"}) == []
+
+
+def test_update_refuses_unknown_fields_and_bad_status(db: TrackingDatabase) -> None:
+    run = db.runs.create("sweep", "/ws/1", ["q"])
+    with pytest.raises(InvalidRecordError, match="workspace"):
+        db.runs.update(run.id, workspace="/elsewhere")
+    with pytest.raises(InvalidRecordError, match="valid values"):
+        db.runs.update(run.id, status="sleeping")
+    assert db.runs.get(run.id) == run
+
+
+def test_delete_cleans_study_and_workers(db: TrackingDatabase) -> None:
+    lw = db.logical_workers.create("w", ["q"])
+    run = db.runs.create("sweep", "/ws/1", ["q"])
+    db.runs.delete("/ws/1")
+    with pytest.raises(RunNotFoundError):
+        db.runs.get(run.id)
+    assert db.studies.get("sweep").runs == ()
+    assert db.logical_workers.get(lw.id).runs == ()
+    assert db.runs.get_all({"queues": "q"}) == []
+    # The workspace can be used again.
+    assert db.runs.create("sweep", "/ws/1", ["q"]).workspace == "/ws/1"
+
+
+def test_delete_unknown_run_raises(db: TrackingDatabase) -> None:
+    with pytest.raises(RunNotFoundError):
+        db.runs.delete("nothing-here")
+
+
+def test_delete_all(db: TrackingDatabase) -> None:
+    lw = db.logical_workers.create("w", ["q"])
+    for index in range(30):
+        db.runs.create(f"s{index % 3}", f"/ws/{index}", ["q"])
+    assert db.runs.delete_all() == 30
+    assert db.runs.get_all() == []
+    assert all(study.runs == () for study in db.studies.get_all())
+    assert db.logical_workers.get(lw.id).runs == ()
+
+
+def test_get_all_is_in_creation_order_with_limit(db: TrackingDatabase) -> None:
+    runs = [db.runs.create("sweep", f"/ws/{index}", ["q"]) for index in range(12)]
+    assert db.runs.get_all() == runs
+    assert db.runs.get_all(limit=5) == runs[:5]
+    assert db.runs.get_all({"queues": "q"}, limit=0) == []
+
+
+def test_records_are_immutable(db: TrackingDatabase) -> None:
+    run = db.runs.create("sweep", "/ws/1", ["q"])
+    with pytest.raises(AttributeError):
+        run.status = RunStatus.RUNNING  # type: ignore[misc]
+
+
+def test_timestamps_are_aware_utc(db: TrackingDatabase) -> None:
+    before = datetime.now(timezone.utc)
+    run = db.runs.create("sweep", "/ws/1", ["q"])
+    after = datetime.now(timezone.utc)
+    assert before <= run.created_at <= after
+    assert db.runs.get(run.id).created_at.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("queues", "message"),
+    [("sim", "list of strings"), ([1], "string"), (None, "list of strings")],
+)
+def test_bad_queues_are_refused(db: TrackingDatabase, queues: object, message: str) -> None:
+    with pytest.raises(InvalidRecordError, match=message):
+        db.runs.create("sweep", "/ws/1", queues)  # type: ignore[arg-type]
+    assert db.runs.count() == 0
+
+
+def test_run_record_json_form(db: TrackingDatabase) -> None:
+    run = db.runs.create("sweep", "/ws/1", ["q"], parameters={"a": 1})
+    data = run.to_dict()
+    assert data["status"] == "INITIALIZED"
+    assert data["queues"] == ["q"]
+    assert data["created_at"] == run.created_at.isoformat()
+    assert Run.from_fields(run.id, run.to_fields()) == run
