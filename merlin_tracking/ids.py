@@ -13,13 +13,13 @@ import os
 import secrets
 import threading
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 ID_LENGTH = 12
 _TIME_BITS = 52
 _RANDOM_BITS = 8
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 _lock = threading.Lock()
 _last_micros = 0
@@ -35,7 +35,7 @@ def _encode(number: int) -> str:
 
 
 def _now_micros() -> int:
-    delta = datetime.now(UTC) - _EPOCH
+    delta = datetime.now(timezone.utc) - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
@@ -59,7 +59,7 @@ def new_id() -> tuple[str, datetime]:
 def micros_to_datetime(micros: int) -> datetime:
     """Convert integer microseconds since the epoch to an aware UTC datetime, exactly."""
     seconds, rest = divmod(micros, 1_000_000)
-    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest)
+    return datetime.fromtimestamp(seconds, timezone.utc).replace(microsecond=rest)
 
 
 def datetime_to_micros(moment: datetime) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from merlin_tracking.errors import (
@@ -88,7 +88,7 @@ class RunManager(Manager[Run]):
                 f"cannot update run field(s) {sorted(unknown)}; settable: {', '.join(SETTABLE)}"
             )
         run = self.get(run_id_or_workspace)
-        updated = run.replace(**changes, updated_at=datetime.now(UTC))
+        updated = run.replace(**changes, updated_at=datetime.now(timezone.utc))
         values = {name: getattr(updated, name) for name in (*changes, "updated_at")}
         self.store.update_fields(Run, run.id, values)
         return self.get(run.id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from merlin_tracking.errors import InvalidRecordError, WorkerNotFoundError
@@ -93,7 +93,7 @@ class PhysicalWorkerManager(Manager[PhysicalWorker]):
                 f"valid: {', '.join(self.SETTABLE)}"
             )
         record_id, created_at = new_id()
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         defaults: dict[str, Any] = {"heartbeat_timestamp": now}
         if fields.get("pid") is not None:
             defaults["latest_start_time"] = now

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from merlin_tracking.errors import InvalidRecordError, TrackingError
 from merlin_tracking.records.codec import Codec, dumps, loads
@@ -65,11 +65,11 @@ class Record:
 
     @classmethod
     def from_fields(
-        cls,
+        cls: type[R],
         record_id: str,
         fields: Mapping[str, str],
         relations: Mapping[str, Sequence[str]] | None = None,
-    ) -> Self:
+    ) -> R:
         """Rebuild a record from its storage form without re-validating trusted data."""
         version = int(fields.get(SCHEMA_VERSION_FIELD, "1"))
         if version > cls.SCHEMA_VERSION:
@@ -108,7 +108,7 @@ class Record:
             result[field.name] = value
         return result
 
-    def replace(self, **changes: Any) -> Self:
+    def replace(self: R, **changes: Any) -> R:
         """A copy with ``changes`` applied and validated."""
         return dataclasses.replace(self, **changes)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from merlin_tracking.errors import InvalidRecordError
@@ -68,7 +68,7 @@ def aware_utc(value: Any) -> datetime:
         raise InvalidRecordError(
             f"datetime {value.isoformat()} has no timezone; pass an aware datetime"
         )
-    return value.astimezone(UTC)
+    return value.astimezone(timezone.utc)
 
 
 def _opt_aware_utc(value: Any) -> datetime | None:
