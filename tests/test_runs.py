@@ -200,3 +200,25 @@ def test_run_record_json_form(db: TrackingDatabase) -> None:
     assert data["queues"] == ["q"]
     assert data["created_at"] == run.created_at.isoformat()
     assert Run.from_fields(run.id, run.to_fields()) == run
+
+
+@pytest.mark.parametrize("workspace", ["status:RUNNING", "workspace", "recent", "queue:q"])
+def test_workspaces_named_like_index_keys(db: TrackingDatabase, workspace: str) -> None:
+    run = db.runs.create("sweep", workspace, ["q"])
+    assert db.runs.get(workspace) == run
+    db.runs.delete(workspace)
+    with pytest.raises(RunNotFoundError):
+        db.runs.get(workspace)
+
+
+def test_lookups_of_index_key_names_are_not_found(db: TrackingDatabase) -> None:
+    db.runs.create("sweep", "/ws", ["q"])
+    db.logical_workers.create("w", ["q"])
+    from merlin_tracking import StudyNotFoundError, WorkerNotFoundError
+
+    with pytest.raises(StudyNotFoundError):
+        db.studies.get("ids")
+    with pytest.raises(WorkerNotFoundError):
+        db.logical_workers.get("ids")
+    with pytest.raises(RunNotFoundError):
+        db.runs.get("status:INITIALIZED")

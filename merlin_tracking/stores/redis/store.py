@@ -22,7 +22,7 @@ from merlin_tracking.errors import (
     StudyNotFoundError,
     WorkerNotFoundError,
 )
-from merlin_tracking.ids import new_id
+from merlin_tracking.ids import looks_like_id, new_id
 from merlin_tracking.records import (
     LogicalWorker,
     PhysicalWorker,
@@ -294,11 +294,13 @@ class RedisStore(TrackingStore):
     def fetch(self, record_type: type[R], id_or_key: str) -> R | None:
         entity = record_type.ENTITY
         unique = _UNIQUE_INDEX.get(entity, "")
+        # Only id-shaped strings are tried as ids, so a workspace such as "status:RUNNING" can
+        # never be mistaken for one of the index keys that live beside the records.
         reply = self._run(
             "fetch",
             [
                 ENTITY_SEGMENT[entity],
-                id_or_key,
+                id_or_key if looks_like_id(id_or_key) else "",
                 unique,
                 digest(id_or_key) if unique else "",
                 *self._relation_suffixes(record_type),
