@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# The project's one test command:
+#
+#     bash scripts/test.sh [pytest arguments...]
+#
+# It works on a fresh Debian machine that has nothing but Python 3:
+#   1. redis-server is installed from Debian's packages when it is not on PATH. The tests start
+#      their own private redis-server on a free port (tests/conftest.py); nothing here starts,
+#      needs or touches a system Redis on 127.0.0.1:6379.
+#   2. Optional, off by default: RabbitMQ (see MERLIN_TRACKING_NEED_RABBITMQ below).
+#   3. The package is installed in editable mode with its test extras.
+#   4. pytest runs with the given arguments. "No tests collected" (exit 5) is a failure too.
+#
+# Environment:
+#   PYTHON                         interpreter to use (default: python3)
+#   MERLIN_TRACKING_NEED_RABBITMQ  1: install RabbitMQ if missing and make sure it answers on
+#                                  127.0.0.1:5672 (default: 0, the core tests do not need it)
+#   MERLIN_TRACKING_VENV           virtualenv used when PYTHON may not pip-install by itself
+#                                  (PEP 668 "externally managed" distribution Python, no pip);
+#                                  default: ~/.cache/merlin_tracking/venv
+#   MERLIN_TRACKING_TEST_REDIS_URL use this disposable Redis instead of a private server
+#                                  (read by tests/conftest.py)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON="${PYTHON:-python3}"
+NEED_RABBITMQ="${MERLIN_TRACKING_NEED_RABBITMQ:-0}"
+VENV="${MERLIN_TRACKING_VENV:-${HOME:-/root}/.cache/merlin_tracking/venv}"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        log "need root or sudo to run: $*"
+        return 1
+    fi
+}
+
+# Install Debian packages without letting their maintainer scripts start system services: a
+# temporary policy-rc.d answers "not allowed" (101) unless the machine already has one.
+APT_UPDATED=0
+apt_install() {
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "apt-get not found: install $* yourself, then run this again"
+        return 1
+    fi
+    local policy=/usr/sbin/policy-rc.d made_policy=0
+    if [ ! -e "$policy" ]; then
+        as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
+        made_policy=1
+    fi
+    local status=0
+    {
+        if [ "$APT_UPDATED" -eq 0 ]; then
+            log "apt-get update"
+            as_root apt-get update -qq && APT_UPDATED=1
+        fi
+        log "apt-get install $*"
+        as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    } || status=$?
+    if [ "$made_policy" -eq 1 ]; then
+        as_root rm -f "$policy"
+    fi
+    return "$status"
+}
+
+# ------------------------------------------------------------------------------ Redis
+if ! command -v redis-server >/dev/null 2>&1; then
+    apt_install redis-server
+    command -v redis-server >/dev/null 2>&1 || {
+        log "redis-server is still not on PATH after installing it"
+        exit 1
+    }
+fi
+
+# ------------------------------------------------------------------------------ RabbitMQ
+# Optional until a feature's tests need a broker; set MERLIN_TRACKING_NEED_RABBITMQ=1 then.
+rabbitmq_bin() {
+    command -v rabbitmq-server 2>/dev/null && return 0
+    [ -x /usr/sbin/rabbitmq-server ] && echo /usr/sbin/rabbitmq-server
+}
+rabbitmq_answers() {
+    timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672' 2>/dev/null
+}
+if [ "$NEED_RABBITMQ" = 1 ]; then
+    RABBITMQ_SERVER="$(rabbitmq_bin || true)"
+    if [ -z "$RABBITMQ_SERVER" ]; then
+        apt_install rabbitmq-server
+        RABBITMQ_SERVER="$(rabbitmq_bin)"
+    fi
+    if ! rabbitmq_answers; then
+        log "starting RabbitMQ ($RABBITMQ_SERVER -detached)"
+        as_root "$RABBITMQ_SERVER" -detached
+        for _ in $(seq 60); do
+            rabbitmq_answers && break
+            sleep 1
+        done
+        rabbitmq_answers || {
+            log "RabbitMQ did not answer on 127.0.0.1:5672 within 60 s"
+            exit 1
+        }
+    fi
+    log "RabbitMQ answers on 127.0.0.1:5672"
+fi
+
+# ------------------------------------------------------------------------------ Python
+# A distribution's own Python (PEP 668) or one without pip cannot install the package by
+# itself: use a virtualenv made from it instead.
+can_pip_install() {
+    "$1" -m pip --version >/dev/null 2>&1 || return 1
+    "$1" - <<'PY'
+import os, sys, sysconfig
+in_venv = sys.prefix != sys.base_prefix
+managed = os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))
+sys.exit(0 if in_venv or not managed else 1)
+PY
+}
+
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    apt_install python3 python3-venv
+fi
+if ! can_pip_install "$PYTHON"; then
+    if [ ! -x "$VENV/bin/python" ]; then
+        if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+            apt_install python3-venv
+        fi
+        log "making a virtualenv in $VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    PYTHON="$VENV/bin/python"
+fi
+
+log "installing the package and its test dependencies ($PYTHON)"
+"$PYTHON" -m pip install -q -e '.[test]'
+
+# ------------------------------------------------------------------------------ tests
+status=0
+"$PYTHON" -m pytest "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+    log "pytest collected no tests: that is a failure"
+fi
+exit "$status"
