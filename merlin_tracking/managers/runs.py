@@ -8,14 +8,19 @@ from typing import Any
 
 from merlin_tracking.errors import (
     InvalidRecordError,
+    InvalidTransitionError,
     RunNotFoundError,
     StudyNotFoundError,
+    choices,
 )
 from merlin_tracking.ids import new_id
 from merlin_tracking.managers.base import Manager, require_text
 from merlin_tracking.managers.studies import StudyManager
-from merlin_tracking.records import Run
+from merlin_tracking.records import Run, RunStatus
 from merlin_tracking.records.codec import str_tuple
+from merlin_tracking.records.events import TaskEvent
+from merlin_tracking.records.run import COUNTERS
+from merlin_tracking.records.status import RUN_TRANSITIONS, allowed_sources
 from merlin_tracking.stores.base import TrackingStore
 
 # Fields a caller may set through ``create``/``update``; anything else goes to additional_data.
@@ -29,6 +34,8 @@ MANAGED = (
     "workers",
     "created_at",
     "updated_at",
+    "publishing",
+    *(f"tasks_{name}" for name in COUNTERS),
 )
 
 
@@ -81,7 +88,12 @@ class RunManager(Manager[Run]):
         return self._fetch(run_id_or_workspace)
 
     def update(self, run_id_or_workspace: str, **changes: Any) -> Run:
-        """Set fields of a run (see ``SETTABLE``); ``updated_at`` moves to now."""
+        """Set fields of a run (see ``SETTABLE``); ``updated_at`` moves to now.
+
+        A status change must follow the run state machine (``RUN_TRANSITIONS``), checked
+        atomically against the stored status; an illegal one raises InvalidTransitionError and
+        changes nothing.
+        """
         unknown = set(changes) - set(SETTABLE)
         if unknown:
             raise InvalidRecordError(
@@ -89,9 +101,37 @@ class RunManager(Manager[Run]):
             )
         run = self.get(run_id_or_workspace)
         updated = run.replace(**changes, updated_at=datetime.now(timezone.utc))
+        if "status" in changes:
+            self._move_status(run.id, updated.status)
         values = {name: getattr(updated, name) for name in (*changes, "updated_at")}
+        values.pop("status", None)
         self.store.update_fields(Run, run.id, values)
         return self.get(run.id)
+
+    def cancel(self, run_id_or_workspace: str) -> Run:
+        """Mark a run CANCELLED; it stays so whatever its tasks report afterwards.
+
+        Cancelling a cancelled run is a no-op; a completed or failed run cannot be cancelled.
+        """
+        run = self.get(run_id_or_workspace)
+        self._move_status(run.id, RunStatus.CANCELLED)
+        return self.get(run.id)
+
+    def _move_status(self, run_id: str, target: RunStatus) -> None:
+        changed, old = self.store.set_run_status(run_id, target, allowed_sources(target))
+        if not changed:
+            raise InvalidTransitionError(
+                f"run {run_id} cannot go from {old.value} to {target.value}; from {old.value} "
+                f"it may go to: {choices(s.value for s in RUN_TRANSITIONS[old]) or 'nothing'}"
+            )
+
+    def record_events(self, events: Sequence[TaskEvent]) -> list[str]:
+        """Apply task events (see ``TrackingStore.apply_task_events``); return missing run ids."""
+        return self.store.apply_task_events(events)
+
+    def change_publishing(self, run_id: str, delta: int) -> RunStatus | None:
+        """Count a launch in progress (+1) or finished (-1); see ``TrackingStore``."""
+        return self.store.change_publishing(run_id, delta)
 
     def add_queues(self, run_id_or_workspace: str, queues: Sequence[str]) -> Run:
         """Add queues to a run, attaching the logical workers that consume them."""

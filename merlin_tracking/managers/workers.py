@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from merlin_tracking.errors import InvalidRecordError, WorkerNotFoundError
 from merlin_tracking.ids import logical_worker_id, new_id
 from merlin_tracking.managers.base import Manager, require_text
-from merlin_tracking.records import LogicalWorker, PhysicalWorker
+from merlin_tracking.managers.filters import check_limit, normalise_filters
+from merlin_tracking.records import LogicalWorker, PhysicalWorker, WorkerStatus
 from merlin_tracking.records.codec import str_tuple
 
 
@@ -61,6 +62,10 @@ class LogicalWorkerManager(Manager[LogicalWorker]):
     def delete_all(self) -> int:
         return self.store.delete_logical_workers(self.store.find_ids(LogicalWorker, {}))
 
+    def attach_to_active_runs(self, worker_id: str) -> list[str]:
+        """Attach the worker to every active run on its queues; return the runs newly attached."""
+        return self.store.attach_worker_to_runs(require_text("worker id", worker_id))
+
 
 class PhysicalWorkerManager(Manager[PhysicalWorker]):
     record_type = PhysicalWorker
@@ -76,6 +81,7 @@ class PhysicalWorkerManager(Manager[PhysicalWorker]):
         "heartbeat_timestamp",
         "latest_start_time",
         "restart_count",
+        "stale_after",
     )
 
     def create(self, name: str, **fields: Any) -> PhysicalWorker:
@@ -123,6 +129,29 @@ class PhysicalWorkerManager(Manager[PhysicalWorker]):
             {name: getattr(updated, name) for name in changes},
         )
         return self.get(worker.id)
+
+    def get_all(
+        self, filters: Mapping[str, Any] | None = None, limit: int | None = None
+    ) -> list[PhysicalWorker]:
+        """Like ``Manager.get_all``; STALLED is derived from liveness, so a status filter that
+        names RUNNING or STALLED is applied to the records read, not to the index."""
+        normalised = normalise_filters(PhysicalWorker.ENTITY, filters)
+        limit = check_limit(limit)
+        wanted = set(normalised.get("status", ()))
+        if not wanted & {WorkerStatus.RUNNING.value, WorkerStatus.STALLED.value}:
+            return self.store.query(PhysicalWorker, normalised, limit)
+        stored = wanted - {WorkerStatus.STALLED.value} | {WorkerStatus.RUNNING.value}
+        workers = self.store.query(PhysicalWorker, {**normalised, "status": sorted(stored)})
+        matching = [w for w in workers if w.status.value in wanted]
+        return matching[:limit] if limit is not None else matching
+
+    def heartbeat(self, worker_id: str, at: datetime | None = None) -> bool:
+        """Refresh the heartbeat (and liveness) of a physical worker; False if it is gone."""
+        return self.store.heartbeat(worker_id, at or datetime.now(timezone.utc))
+
+    def mark_stopped(self, worker_id_or_name: str) -> PhysicalWorker:
+        """STOPPED with its pid cleared: the worker shut down."""
+        return self.update(worker_id_or_name, status=WorkerStatus.STOPPED, pid=None)
 
     def delete(self, worker_id_or_name: str) -> None:
         """Delete it and unlink it from its logical worker."""

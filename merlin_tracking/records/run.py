@@ -10,6 +10,9 @@ from merlin_tracking.records import codec
 from merlin_tracking.records.base import Record
 from merlin_tracking.records.status import RunStatus
 
+COUNTERS = ("queued", "started", "succeeded", "failed", "retried", "revoked")
+ACTIVE_STATUSES = frozenset({RunStatus.INITIALIZED, RunStatus.QUEUED, RunStatus.RUNNING})
+
 
 @dataclasses.dataclass(frozen=True)
 class Run(Record):
@@ -27,6 +30,8 @@ class Run(Record):
         "additional_data": codec.JSON_MAPPING,
         "created_at": codec.DATETIME,
         "updated_at": codec.DATETIME,
+        **{f"tasks_{name}": codec.INT for name in COUNTERS},
+        "publishing": codec.INT,
     }
 
     study_id: str | None
@@ -40,6 +45,30 @@ class Run(Record):
     parent: str | None = None
     child: str | None = None
     additional_data: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Task counters, kept exact by the signal hooks (each task id counts once per counter,
+    # except ``tasks_retried`` which counts retry events).
+    tasks_queued: int = 0
+    tasks_started: int = 0
+    tasks_succeeded: int = 0
+    tasks_failed: int = 0
+    tasks_retried: int = 0
+    tasks_revoked: int = 0
+    # Launches still publishing; a run cannot complete while this is above zero.
+    publishing: int = 0
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Task counters by name: queued, started, succeeded, failed, retried, revoked."""
+        return {name: getattr(self, f"tasks_{name}") for name in COUNTERS}
+
+    @property
+    def tasks_finished(self) -> int:
+        return self.tasks_succeeded + self.tasks_failed + self.tasks_revoked
+
+    @property
+    def is_active(self) -> bool:
+        """True until the run reaches COMPLETED, FAILED or CANCELLED."""
+        return self.status in ACTIVE_STATUSES
 
     # Getters of the reference API, kept thin.
     def get_study_id(self) -> str | None:

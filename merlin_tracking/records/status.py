@@ -42,3 +42,21 @@ class WorkerStatus(_StrEnum):
     STALLED = "STALLED"
     STOPPED = "STOPPED"
     REBOOTING = "REBOOTING"
+
+
+TERMINAL_RUN_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+# Legal run status changes. Terminal statuses are never left; staying put is always allowed.
+RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.INITIALIZED: frozenset(RunStatus) - {RunStatus.INITIALIZED},
+    RunStatus.QUEUED: TERMINAL_RUN_STATUSES | {RunStatus.RUNNING},
+    RunStatus.RUNNING: TERMINAL_RUN_STATUSES,
+    RunStatus.COMPLETED: frozenset(),
+    RunStatus.FAILED: frozenset(),
+    RunStatus.CANCELLED: frozenset(),
+}
+
+
+def allowed_sources(target: RunStatus) -> list[RunStatus]:
+    """Statuses from which a run may move to ``target`` (including ``target`` itself)."""
+    return [old for old, targets in RUN_TRANSITIONS.items() if target in targets or old is target]

@@ -57,6 +57,7 @@ class PhysicalWorker(Record):
         "heartbeat_timestamp": codec.OPT_DATETIME,
         "latest_start_time": codec.OPT_DATETIME,
         "restart_count": codec.INT,
+        "stale_after": codec.OPT_SECONDS,
         "created_at": codec.DATETIME,
     }
 
@@ -70,6 +71,8 @@ class PhysicalWorker(Record):
     heartbeat_timestamp: datetime | None = None
     latest_start_time: datetime | None = None
     restart_count: int = 0
+    # Seconds without a heartbeat after which a RUNNING worker reads as STALLED (None: never).
+    stale_after: float | None = None
 
     def get_name(self) -> str:
         return self.name

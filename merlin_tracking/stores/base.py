@@ -13,9 +13,18 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
-from merlin_tracking.records import LogicalWorker, PhysicalWorker, Record, Run, Study
+from merlin_tracking.records import (
+    LogicalWorker,
+    PhysicalWorker,
+    Record,
+    Run,
+    RunStatus,
+    Study,
+)
+from merlin_tracking.records.events import TaskEvent
 
 R = TypeVar("R", bound=Record)
 
@@ -83,6 +92,39 @@ class TrackingStore(ABC):
     @abstractmethod
     def link_run_worker(self, run_id: str, worker_id: str, linked: bool = True) -> bool:
         """Attach (or detach) a logical worker and a run, both sides; return whether it changed."""
+
+    @abstractmethod
+    def apply_task_events(self, events: Sequence[TaskEvent]) -> list[str]:
+        """Apply task events in order, atomically, keeping run counters and status exact.
+
+        Each task id counts once per counter whatever the order of events from different
+        processes (``tasks_retried`` counts retry events). Status: QUEUED on publish, RUNNING on
+        start, FAILED on a failure, COMPLETED once every counted task finished without failure
+        and no launch is publishing; terminal statuses are never left. A published queue joins
+        the run's queues and attaches its logical workers. Returns ids of runs that do not exist
+        (their events are dropped).
+        """
+
+    @abstractmethod
+    def change_publishing(self, run_id: str, delta: int) -> RunStatus | None:
+        """Add ``delta`` to the run's count of launches in progress; return the new status
+        (None if the run is missing). Reaching zero may complete the run."""
+
+    @abstractmethod
+    def set_run_status(
+        self, run_id: str, status: RunStatus, allowed_from: Sequence[RunStatus]
+    ) -> tuple[bool, RunStatus]:
+        """Set the status if the current one is in ``allowed_from``; return (changed, old).
+        Raises ``RunNotFoundError`` if the run is missing."""
+
+    @abstractmethod
+    def attach_worker_to_runs(self, worker_id: str) -> list[str]:
+        """Attach a logical worker to every active run consuming one of its queues; return the
+        ids of the runs newly attached."""
+
+    @abstractmethod
+    def heartbeat(self, worker_id: str, at: datetime) -> bool:
+        """Record a physical worker's heartbeat and renew its liveness; False if it is gone."""
 
     @abstractmethod
     def delete_runs(self, run_ids: Sequence[str]) -> int:

@@ -75,6 +75,46 @@ local function pairs_to_map(flat, first)
   return map
 end
 
+-- Status follows the counters: QUEUED on publish, RUNNING on start, FAILED on a failure,
+-- COMPLETED when every counted task finished, none failed and no launch is still publishing.
+-- Terminal statuses (COMPLETED, FAILED, CANCELLED) are never left.
+local ACTIVE_STATUS = {INITIALIZED = true, QUEUED = true, RUNNING = true}
+local function refresh_run_status(run_id, seen)
+  local rkey = key('run', run_id)
+  local old = jget(rkey, 'status', 'INITIALIZED')
+  if not ACTIVE_STATUS[old] then return old end
+  local function n(field) return tonumber(redis.call('HGET', rkey, field) or '0') end
+  local new = old
+  if n('tasks_failed') > 0 then
+    new = 'FAILED'
+  elseif n('tasks_queued') > 0 and n('publishing') <= 0
+      and n('tasks_succeeded') + n('tasks_revoked') >= n('tasks_queued') then
+    new = 'COMPLETED'
+  elseif seen['started'] or n('tasks_started') > 0 then
+    new = 'RUNNING'
+  elseif (seen['published'] or n('tasks_queued') > 0) and old == 'INITIALIZED' then
+    new = 'QUEUED'
+  end
+  if new ~= old then
+    redis.call('SREM', key('run', 'status', old), run_id)
+    redis.call('SADD', key('run', 'status', new), run_id)
+    redis.call('HSET', rkey, 'status', cjson.encode(new))
+  end
+  return new
+end
+
+-- A running physical worker that records ``stale_after`` (seconds) keeps a key that expires
+-- after it; readers see STALLED once the key is gone, judged by the Redis server's clock.
+local function refresh_liveness(pw_id)
+  local pkey = key('pw', pw_id)
+  local stale_after = jget(pkey, 'stale_after', nil)
+  if stale_after and jget(pkey, 'status', 'RUNNING') == 'RUNNING' then
+    redis.call('SET', key('pw', pw_id, 'alive'), '1', 'PX', math.max(1, math.floor(stale_after * 1000)))
+  else
+    redis.call('DEL', key('pw', pw_id, 'alive'))
+  end
+end
+
 local function delete_run(run_id)
   local rkey = key('run', run_id)
   if redis.call('EXISTS', rkey) == 0 then return 0 end
@@ -88,7 +128,7 @@ local function delete_run(run_id)
     redis.call('HDEL', key('run', 'workspace'), wsd)
   end
   redis.call('LREM', key('run', 'recent'), 0, run_id)
-  redis.call('DEL', rkey, key('run', run_id, 'counters'))
+  redis.call('DEL', rkey, key('run', run_id, 'tasks'))
   return 1
 end
 
@@ -265,6 +305,7 @@ if lw ~= '' and old_lw ~= lw then
   if old_lw then redis.call('SREM', key('lw', old_lw, 'physical'), id) end
   redis.call('SADD', key('lw', lw, 'physical'), id)
 end
+refresh_liveness(id)
 return {outcome, id}
 
 --@@ delete_physical_workers
@@ -282,7 +323,7 @@ for i = 2, #ARGV do
     local nd = digest(jget(pkey, 'name', ''))
     if redis.call('HGET', key('pw', 'name'), nd) == id then redis.call('HDEL', key('pw', 'name'), nd) end
     redis.call('SREM', key('pw', 'ids'), id)
-    redis.call('DEL', pkey)
+    redis.call('DEL', pkey, key('pw', id, 'alive'))
     n = n + 1
   end
 end
@@ -327,6 +368,7 @@ if entity == 'pw' and changes['logical_worker_id'] then
   end
 end
 hset_pairs(rkey, ARGV, 5 + 2 * n_expect)
+if entity == 'pw' then refresh_liveness(id) end
 return 1
 
 --@@ add_run_queues
@@ -415,4 +457,112 @@ for i = 6, #ARGV do
   out[#out + 1] = #members
   for _, m in ipairs(members) do out[#out + 1] = m end
 end
+if entity == 'pw' then out[#out + 1] = redis.call('EXISTS', key('pw', id, 'alive')) end
 return out
+
+--@@ task_events
+-- ARGV: P, JSON list of events {"r": run id, "t": task id, "e": kind, "q": queue or absent},
+--       updated_at json.
+-- kind: published | started | retried | succeeded | failed | revoked. Events of one process
+-- arrive in order; events of different processes may interleave, so every kind is accepted in
+-- any state and each task id counts once per counter. Per-task states live in {P}:run:<id>:tasks:
+-- q queued, r requeued after a start (retry), s started, S/F/R succeeded/failed/revoked.
+-- -> list of run ids that were missing (their events were dropped)
+local FINAL = {succeeded = 'S', failed = 'F', revoked = 'R'}
+local missing, touched, order = {}, {}, {}
+for _, ev in ipairs(cjson.decode(ARGV[2])) do
+  local run_id, task, kind = ev['r'], ev['t'], ev['e']
+  local rkey = key('run', run_id)
+  if redis.call('EXISTS', rkey) == 0 then
+    if not missing[run_id] then missing[run_id] = true; missing[#missing + 1] = run_id end
+  else
+    if not touched[run_id] then touched[run_id] = {}; order[#order + 1] = run_id end
+    local tkey = key('run', run_id, 'tasks')
+    local state = redis.call('HGET', tkey, task)
+    if not state then
+      redis.call('HINCRBY', rkey, 'tasks_queued', 1)
+      state = 'q'
+    end
+    if kind == 'published' or kind == 'retried' then
+      if kind == 'retried' then redis.call('HINCRBY', rkey, 'tasks_retried', 1) end
+      if kind == 'retried' and (state == 's' or state == 'r') then state = 'r' end
+      if ev['q'] then
+        if list_add(rkey, 'queues', ev['q']) == 1 then
+          redis.call('SADD', key('run', 'queue', ev['q']), run_id)
+          for _, w in ipairs(redis.call('SMEMBERS', key('lw', 'queue', ev['q']))) do
+            redis.call('SADD', key('lw', w, 'runs'), run_id)
+            list_add(rkey, 'workers', w)
+          end
+        end
+      end
+      touched[run_id]['published'] = true
+    elseif kind == 'started' then
+      if state == 'q' then redis.call('HINCRBY', rkey, 'tasks_started', 1) end
+      if state == 'q' or state == 'r' then state = 's' end
+      touched[run_id]['started'] = true
+    elseif FINAL[kind] then
+      if state == 'q' or state == 'r' or state == 's' then
+        if state == 'q' and kind ~= 'revoked' then redis.call('HINCRBY', rkey, 'tasks_started', 1) end
+        redis.call('HINCRBY', rkey, 'tasks_' .. kind, 1)
+        state = FINAL[kind]
+      end
+    end
+    redis.call('HSET', tkey, task, state)
+  end
+end
+for _, run_id in ipairs(order) do
+  refresh_run_status(run_id, touched[run_id])
+  redis.call('HSET', key('run', run_id), 'updated_at', ARGV[3])
+end
+return missing
+
+--@@ change_publishing
+-- ARGV: P, run id, delta, updated_at json -> new status, or '' if the run is missing
+local rkey = key('run', ARGV[2])
+if redis.call('EXISTS', rkey) == 0 then return '' end
+local left = redis.call('HINCRBY', rkey, 'publishing', tonumber(ARGV[3]))
+if left <= 0 then redis.call('HDEL', rkey, 'publishing') end
+redis.call('HSET', rkey, 'updated_at', ARGV[4])
+return refresh_run_status(ARGV[2], {})
+
+--@@ set_run_status
+-- ARGV: P, run id, new status, updated_at json, allowed old statuses...
+-- -> {1, old} changed | {0, old} refused (old status not allowed) | {-1} missing
+local run_id = ARGV[2]
+local rkey = key('run', run_id)
+if redis.call('EXISTS', rkey) == 0 then return {-1} end
+local old = jget(rkey, 'status', 'INITIALIZED')
+local allowed = false
+for i = 5, #ARGV do if ARGV[i] == old then allowed = true end end
+if not allowed then return {0, old} end
+if old ~= ARGV[3] then
+  redis.call('SREM', key('run', 'status', old), run_id)
+  redis.call('SADD', key('run', 'status', ARGV[3]), run_id)
+  redis.call('HSET', rkey, 'status', cjson.encode(ARGV[3]))
+end
+redis.call('HSET', rkey, 'updated_at', ARGV[4])
+return {1, old}
+
+--@@ attach_worker_to_runs
+-- ARGV: P, logical worker id -> ids of the active runs it was newly attached to
+local lw = ARGV[2]
+if redis.call('EXISTS', key('lw', lw)) == 0 then return {} end
+local attached = {}
+for _, q in ipairs(jget(key('lw', lw), 'queues', {})) do
+  -- SINTER walks the smaller set, so the cost follows the active runs, not the whole history.
+  for status, _ in pairs(ACTIVE_STATUS) do
+    for _, run_id in ipairs(redis.call('SINTER', key('run', 'status', status), key('run', 'queue', q))) do
+      redis.call('SADD', key('lw', lw, 'runs'), run_id)
+      if list_add(key('run', run_id), 'workers', lw) == 1 then attached[#attached + 1] = run_id end
+    end
+  end
+end
+return attached
+
+--@@ heartbeat
+-- ARGV: P, physical worker id, heartbeat_timestamp json -> 1 | 0 when the worker is missing
+local pkey = key('pw', ARGV[2])
+if redis.call('EXISTS', pkey) == 0 then return 0 end
+redis.call('HSET', pkey, 'heartbeat_timestamp', ARGV[3])
+refresh_liveness(ARGV[2])
+return 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import redis
@@ -30,7 +31,9 @@ from merlin_tracking.records import (
     Run,
     RunStatus,
     Study,
+    WorkerStatus,
 )
+from merlin_tracking.records.events import TaskEvent
 from merlin_tracking.stores.base import Filters, TrackingStore
 from merlin_tracking.stores.redis import scripts
 from merlin_tracking.stores.redis.connection import client_for, mask_url
@@ -64,6 +67,13 @@ def _text(value: bytes | str) -> str:
 
 def _pairs(fields: Mapping[str, str]) -> list[str]:
     return [item for pair in fields.items() for item in pair]
+
+
+def _with_liveness(worker: PhysicalWorker, alive: bool) -> PhysicalWorker:
+    """A RUNNING worker whose liveness key expired reads as STALLED."""
+    if worker.status is WorkerStatus.RUNNING and worker.stale_after is not None and not alive:
+        return worker.replace(status=WorkerStatus.STALLED)
+    return worker
 
 
 class RedisStore(TrackingStore):
@@ -261,6 +271,48 @@ class RedisStore(TrackingStore):
             raise WorkerNotFoundError(worker_id)
         return bool(result)
 
+    def apply_task_events(self, events: Sequence[TaskEvent]) -> list[str]:
+        if not events:
+            return []
+        payload = json.dumps([event.to_json() for event in events], ensure_ascii=False)
+        now = Run.encode_field("updated_at", datetime.now(timezone.utc))
+        missing = self._run("task_events", [payload, now], self.keys.key("run", "workspace"))
+        return [_text(run_id) for run_id in missing]
+
+    def change_publishing(self, run_id: str, delta: int) -> RunStatus | None:
+        now = Run.encode_field("updated_at", datetime.now(timezone.utc))
+        status = self._run(
+            "change_publishing", [run_id, delta, now], self.keys.record("run", run_id)
+        )
+        return RunStatus(_text(status)) if status else None
+
+    def set_run_status(
+        self, run_id: str, status: RunStatus, allowed_from: Sequence[RunStatus]
+    ) -> tuple[bool, RunStatus]:
+        now = Run.encode_field("updated_at", datetime.now(timezone.utc))
+        result = self._run(
+            "set_run_status",
+            [run_id, status.value, now, *(s.value for s in allowed_from)],
+            self.keys.record("run", run_id),
+        )
+        if result[0] == -1:
+            raise RunNotFoundError(run_id)
+        return result[0] == 1, RunStatus(_text(result[1]))
+
+    def attach_worker_to_runs(self, worker_id: str) -> list[str]:
+        attached = self._run(
+            "attach_worker_to_runs", [worker_id], self.keys.record("logical_worker", worker_id)
+        )
+        return [_text(run_id) for run_id in attached]
+
+    def heartbeat(self, worker_id: str, at: datetime) -> bool:
+        stamp = PhysicalWorker.encode_field("heartbeat_timestamp", at)
+        return bool(
+            self._run(
+                "heartbeat", [worker_id, stamp], self.keys.record("physical_worker", worker_id)
+            )
+        )
+
     def _delete_in_batches(self, script: str, ids: Sequence[str], segment: str) -> int:
         deleted = 0
         for start in range(0, len(ids), DELETE_BATCH):
@@ -319,11 +371,17 @@ class RedisStore(TrackingStore):
             count = int(reply[pos])
             relations[name] = [_text(m) for m in reply[pos + 1 : pos + 1 + count]]
             pos += 1 + count
-        return record_type.from_fields(record_id, fields, relations)
+        record = record_type.from_fields(record_id, fields, relations)
+        if isinstance(record, PhysicalWorker):
+            return _with_liveness(record, bool(reply[pos]))  # type: ignore[return-value]
+        return record
 
     def fetch_many(self, record_type: type[R], ids: Sequence[str]) -> list[R]:
         entity = record_type.ENTITY
+        segment = ENTITY_SEGMENT[entity]
         relations = record_type.RELATIONS
+        liveness = int(record_type is PhysicalWorker)
+        step = 1 + len(relations) + liveness
         records: list[R] = []
         for start in range(0, len(ids), PAGE_SIZE):
             page = ids[start : start + PAGE_SIZE]
@@ -332,25 +390,24 @@ class RedisStore(TrackingStore):
                 for record_id in page:
                     pipe.hgetall(self.keys.record(entity, record_id))
                     for name in relations:
-                        pipe.smembers(
-                            self.keys.key(
-                                ENTITY_SEGMENT[entity],
-                                record_id,
-                                _RELATION_SUFFIX[name],
-                            )
-                        )
+                        pipe.smembers(self.keys.key(segment, record_id, _RELATION_SUFFIX[name]))
+                    if liveness:
+                        pipe.exists(self.keys.key("pw", record_id, "alive"))
                 replies = pipe.execute()
-            step = 1 + len(relations)
             for index, record_id in enumerate(page):
-                raw = replies[index * step]
+                base = index * step
+                raw = replies[base]
                 if not raw:
                     continue
                 fields = {_text(k): _text(v) for k, v in raw.items()}
                 rel = {
-                    name: [_text(m) for m in replies[index * step + 1 + n]]
+                    name: [_text(m) for m in replies[base + 1 + n]]
                     for n, name in enumerate(relations)
                 }
-                records.append(record_type.from_fields(record_id, fields, rel))
+                record = record_type.from_fields(record_id, fields, rel)
+                if isinstance(record, PhysicalWorker):
+                    record = _with_liveness(record, bool(replies[base + step - 1]))  # type: ignore[assignment]
+                records.append(record)
         return records
 
     def _all_ids_group(self, record_type: type[Record]) -> list[str]:

@@ -1,0 +1,212 @@
+"""Task events, counters and the run state machine, applied by the real Redis store."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from merlin_tracking import (
+    InvalidTransitionError,
+    RunStatus,
+    TrackingDatabase,
+    WorkerStatus,
+)
+from merlin_tracking.records.events import TaskEvent, TaskEventKind
+
+P, S, RT, OK, KO, RV = (
+    TaskEventKind.PUBLISHED,
+    TaskEventKind.STARTED,
+    TaskEventKind.RETRIED,
+    TaskEventKind.SUCCEEDED,
+    TaskEventKind.FAILED,
+    TaskEventKind.REVOKED,
+)
+
+
+def events(run_id: str, *steps: tuple[str, TaskEventKind]) -> list[TaskEvent]:
+    return [TaskEvent(run_id, task, kind, "q" if kind is P else None) for task, kind in steps]
+
+
+def test_happy_path_counts_and_statuses(db: TrackingDatabase) -> None:
+    run = db.runs.create("s", "/ws", ["q"])
+    db.runs.record_events(events(run.id, ("t1", P), ("t2", P)))
+    assert db.runs.get(run.id).status is RunStatus.QUEUED
+    db.runs.record_events(events(run.id, ("t1", S)))
+    assert db.runs.get(run.id).status is RunStatus.RUNNING
+    db.runs.record_events(events(run.id, ("t1", OK), ("t2", S)))
+    assert db.runs.get(run.id).status is RunStatus.RUNNING
+    db.runs.record_events(events(run.id, ("t2", OK)))
+    done = db.runs.get(run.id)
+    assert done.status is RunStatus.COMPLETED
+    assert done.counters == {
+        "queued": 2,
+        "started": 2,
+        "succeeded": 2,
+        "failed": 0,
+        "retried": 0,
+        "revoked": 0,
+    }
+    assert db.runs.get_all({"status": "completed"}) == [done]
+
+
+def test_retry_keeps_one_task(db: TrackingDatabase) -> None:
+    run = db.runs.create("s", "/ws", ["q"])
+    steps = [("t", P), ("t", S), ("t", P), ("t", RT), ("t", S), ("t", OK)]
+    db.runs.record_events(events(run.id, *steps))
+    done = db.runs.get(run.id)
+    assert (done.tasks_queued, done.tasks_started, done.tasks_retried) == (1, 1, 1)
+    assert done.status is RunStatus.COMPLETED
+
+
+def test_events_out_of_order_across_processes_still_count_once(db: TrackingDatabase) -> None:
+    run = db.runs.create("s", "/ws", ["q"])
+    db.runs.change_publishing(run.id, +1)  # as launch_study does while it publishes
+    # The worker's start and success arrive before the publisher's report of the same task.
+    db.runs.record_events(events(run.id, ("t1", S), ("t1", OK)))
+    db.runs.record_events(events(run.id, ("t1", P), ("t2", P)))
+    mid = db.runs.get(run.id)
+    assert (mid.tasks_queued, mid.tasks_started, mid.tasks_succeeded) == (2, 1, 1)
+    assert mid.status is RunStatus.RUNNING
+
+
+def test_failure_fails_the_run_for_good(db: TrackingDatabase) -> None:
+    run = db.runs.create("s", "/ws", ["q"])
+    db.runs.record_events(events(run.id, ("t1", P), ("t2", P), ("t1", S), ("t1", KO)))
+    assert db.runs.get(run.id).status is RunStatus.FAILED
+    db.runs.record_events(events(run.id, ("t2", S), ("t2", OK)))
+    final = db.runs.get(run.id)
+    assert final.status is RunStatus.FAILED
+    assert (final.tasks_failed, final.tasks_succeeded) == (1, 1)
+
+
+def test_revoke_before_start_counts_as_finished_not_started(db: TrackingDatabase) -> None:
+    run = db.runs.create("s", "/ws", ["q"])
+    db.runs.record_events(events(run.id, ("t1", P), ("t2", P), ("t2", RV)))
+    db.runs.record_events(events(run.id, ("t1", S), ("t1", OK)))
+    done = db.runs.get(run.id)
+    assert (done.tasks_started, done.tasks_revoked, done.tasks_succeeded) == (1, 1, 1)
+    assert done.status is RunStatus.COMPLETED
+
+
+def test_first_final_state_wins(db: TrackingDatabase) -> None:
+    run = db.runs.create("s", "/ws", ["q"])
+    db.runs.record_events(events(run.id, ("t", P), ("t", S), ("t", RV), ("t", KO)))
+    final = db.runs.get(run.id)
+    assert (final.tasks_revoked, final.tasks_failed) == (1, 0)
+
+
+def test_no_completion_while_a_launch_is_publishing(db: TrackingDatabase) -> None:
+    run = db.runs.create("s", "/ws", ["q"])
+    db.runs.change_publishing(run.id, +1)
+    db.runs.record_events(events(run.id, ("t1", P), ("t1", S), ("t1", OK)))
+    assert db.runs.get(run.id).status is RunStatus.RUNNING
+    db.runs.record_events(events(run.id, ("t2", P)))
+    assert db.runs.change_publishing(run.id, -1) is RunStatus.RUNNING
+    db.runs.record_events(events(run.id, ("t2", S), ("t2", OK)))
+    assert db.runs.get(run.id).status is RunStatus.COMPLETED
+
+
+def test_publishing_end_completes_a_finished_run(db: TrackingDatabase) -> None:
+    run = db.runs.create("s", "/ws", ["q"])
+    db.runs.change_publishing(run.id, +1)
+    db.runs.record_events(events(run.id, ("t1", P), ("t1", S), ("t1", OK)))
+    assert db.runs.change_publishing(run.id, -1) is RunStatus.COMPLETED
+    assert db.runs.get(run.id).publishing == 0
+
+
+def test_cancel_is_never_overwritten(db: TrackingDatabase) -> None:
+    run = db.runs.create("s", "/ws", ["q"])
+    db.runs.record_events(events(run.id, ("t1", P), ("t1", S)))
+    assert db.runs.cancel(run.id).status is RunStatus.CANCELLED
+    db.runs.record_events(events(run.id, ("t1", OK), ("t2", P), ("t2", KO)))
+    final = db.runs.get(run.id)
+    assert final.status is RunStatus.CANCELLED
+    assert final.tasks_failed == 1
+    assert db.runs.cancel(run.id).status is RunStatus.CANCELLED  # idempotent
+
+
+def test_illegal_transitions_are_refused(db: TrackingDatabase) -> None:
+    run = db.runs.create("s", "/ws", ["q"])
+    db.runs.update(run.id, status="completed")
+    with pytest.raises(InvalidTransitionError, match="from COMPLETED it may go to: nothing"):
+        db.runs.cancel(run.id)
+    with pytest.raises(InvalidTransitionError):
+        db.runs.update(run.id, status="running", child="/x")
+    assert db.runs.get(run.id).child is None
+    other = db.runs.create("s", "/ws2", ["q"])
+    db.runs.update(other.id, status="running")
+    with pytest.raises(InvalidTransitionError, match="RUNNING to QUEUED"):
+        db.runs.update(other.id, status="queued")
+
+
+def test_published_queue_joins_run_and_attaches_workers(db: TrackingDatabase) -> None:
+    lw = db.logical_workers.create("post", ["post"])
+    run = db.runs.create("s", "/ws", ["sim"])
+    db.runs.record_events([TaskEvent(run.id, "t", P, "post")])
+    updated = db.runs.get(run.id)
+    assert updated.queues == ("post", "sim")
+    assert updated.workers == (lw.id,)
+    assert db.logical_workers.get(lw.id).runs == (run.id,)
+
+
+def test_events_for_missing_runs_are_reported(db: TrackingDatabase) -> None:
+    run = db.runs.create("s", "/ws", ["q"])
+    missing = db.runs.record_events(
+        [TaskEvent("000000000000", "t", P, "q"), TaskEvent(run.id, "t", P, "q")]
+    )
+    assert missing == ["000000000000"]
+    assert db.runs.get(run.id).tasks_queued == 1
+
+
+def test_deleting_a_run_removes_its_task_states(
+    db: TrackingDatabase, raw_redis, prefix: str
+) -> None:  # type: ignore[no-untyped-def]
+    run = db.runs.create("s", "/ws", ["q"])
+    db.runs.record_events(events(run.id, ("t", P)))
+    assert raw_redis.exists("{" + prefix + "}:run:" + run.id + ":tasks")
+    db.runs.delete(run.id)
+    assert not raw_redis.exists("{" + prefix + "}:run:" + run.id + ":tasks")
+
+
+def test_worker_joining_later_attaches_to_active_runs_only(db: TrackingDatabase) -> None:
+    active = db.runs.create("s", "/ws/active", ["sim"])
+    finished = db.runs.create("s", "/ws/done", ["sim"])
+    db.runs.update(finished.id, status="completed")
+    lw = db.logical_workers.create("sim", ["sim", "post"])
+    assert db.logical_workers.attach_to_active_runs(lw.id) == [active.id]
+    assert db.runs.get(active.id).workers == (lw.id,)
+    assert db.runs.get(finished.id).workers == ()
+    assert db.logical_workers.attach_to_active_runs(lw.id) == []
+
+
+def test_stalled_when_liveness_expires(db: TrackingDatabase) -> None:
+    pw = db.physical_workers.create("w@n", pid=1, stale_after=0.3)
+    assert db.physical_workers.get(pw.id).status is WorkerStatus.RUNNING
+    time.sleep(0.2)
+    assert db.physical_workers.heartbeat(pw.id) is True
+    time.sleep(0.2)
+    assert db.physical_workers.get(pw.id).status is WorkerStatus.RUNNING
+    time.sleep(0.4)
+    assert db.physical_workers.get(pw.id).status is WorkerStatus.STALLED
+    assert db.physical_workers.get_all({"status": "stalled"})[0].id == pw.id
+    assert db.physical_workers.get_all({"status": "running"}) == []
+    db.physical_workers.heartbeat(pw.id)
+    assert db.physical_workers.get_all({"status": "running"})[0].id == pw.id
+
+
+def test_worker_without_threshold_never_stalls(db: TrackingDatabase) -> None:
+    pw = db.physical_workers.create("w@n", pid=1)
+    time.sleep(0.1)
+    assert db.physical_workers.get(pw.id).status is WorkerStatus.RUNNING
+
+
+def test_mark_stopped_clears_pid_and_liveness(db: TrackingDatabase) -> None:
+    pw = db.physical_workers.create("w@n", pid=7, stale_after=30)
+    stopped = db.physical_workers.mark_stopped("w@n")
+    assert stopped.status is WorkerStatus.STOPPED and stopped.pid is None
+    assert db.physical_workers.get_all({"status": ["stopped"]}) == [stopped]
+    assert db.physical_workers.heartbeat(pw.id) is True
+    assert db.physical_workers.get(pw.id).status is WorkerStatus.STOPPED
+    db.physical_workers.delete(pw.id)
+    assert db.physical_workers.heartbeat(pw.id) is False
