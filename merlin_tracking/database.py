@@ -85,18 +85,19 @@ class TrackingDatabase:
     def info(self, recent: int = 5) -> dict[str, Any]:
         """Counts per type, backend facts, package version and the newest records."""
         recent_runs = self.store.fetch_many(Run, self.store.recent_run_ids(recent))
-        studies = self.store.query(Study, {})
+        study_ids = sorted(self.store.find_ids(Study, {}))
+        recent_studies = self.store.fetch_many(Study, study_ids[::-1][:recent])
         return {
             "version": __version__,
             "backend": self.store.backend,
             "url": self.store.url,
             "server": self.store.server_info(),
             "counts": {
-                "study": len(studies),
+                "study": len(study_ids),
                 "run": self.store.count(Run),
                 "logical_worker": self.store.count(LogicalWorker),
                 "physical_worker": self.store.count(PhysicalWorker),
             },
             "recent_runs": [run.to_dict() for run in recent_runs],
-            "recent_studies": [study.to_dict() for study in reversed(studies[-recent:])],
+            "recent_studies": [study.to_dict() for study in recent_studies],
         }

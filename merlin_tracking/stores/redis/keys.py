@@ -8,7 +8,9 @@ outside the prefix is ever read, scanned or deleted.
     {p}:study:<id>:runs       set    run ids of the study (also the run ``study_id`` index)
     {p}:study:ids             set    all study ids
     {p}:study:name            hash   digest(name) -> id (unique)
-    {p}:run:<id>              hash   run fields; ``workers`` and ``queues`` are JSON lists
+    {p}:run:<id>              hash   run fields; ``workers`` and ``queues`` are JSON lists,
+                                     task counters are plain integers (HINCRBY)
+    {p}:run:<id>:tasks        hash   task id -> state letter, so each task counts once
     {p}:run:status:<S>        set    run ids by status (their union is every run)
     {p}:run:queue:<q>         set    run ids by queue
     {p}:run:workspace         hash   digest(workspace) -> id (unique)
@@ -18,6 +20,7 @@ outside the prefix is ever read, scanned or deleted.
     {p}:lw:<id>:physical      set    physical worker ids
     {p}:lw:ids / name:<n> / queue:<q>   sets of logical worker ids
     {p}:pw:<id>               hash   physical worker fields
+    {p}:pw:<id>:alive         string liveness, expires ``stale_after`` seconds after a heartbeat
     {p}:pw:ids / status:<S> / host:<h>  sets of physical worker ids
     {p}:pw:name               hash   digest(name) -> id (unique)
 
