@@ -24,6 +24,18 @@ from merlin_tracking.records import (
     WorkerStatus,
 )
 
+_CELERY_GLUE = ("install", "launch_study", "study_launched")
+
+
+def __getattr__(name: str) -> object:
+    # The Celery glue is imported on first use, so store-only users never import Celery.
+    if name in _CELERY_GLUE:
+        from merlin_tracking import signals
+
+        return getattr(signals, name)
+    raise AttributeError(f"module 'merlin_tracking' has no attribute {name!r}")
+
+
 __all__ = [
     "DuplicateEntityError",
     "EntityNotFoundError",
@@ -43,4 +55,7 @@ __all__ = [
     "WorkerNotFoundError",
     "WorkerStatus",
     "__version__",
+    "install",
+    "launch_study",
+    "study_launched",
 ]

@@ -1,0 +1,69 @@
+"""``install(app)``: wire tracking into one Celery app (safe to call more than once)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery, signals
+
+from merlin_tracking.config import TrackingConfig
+from merlin_tracking.signals import publish, state, tasks
+from merlin_tracking.signals.tracker import Tracker
+from merlin_tracking.signals.worker import TrackingStep
+
+logger = logging.getLogger("merlin_tracking")
+
+_connect_lock = threading.Lock()
+_connected = False
+
+
+def _connect_signals() -> None:
+    """Connect the receivers once per process; they look up the app's tracker themselves."""
+    global _connected
+    with _connect_lock:
+        if _connected:
+            return
+        uid = "merlin_tracking"
+        signals.before_task_publish.connect(
+            publish.on_before_task_publish, weak=False, dispatch_uid=uid
+        )
+        signals.task_prerun.connect(tasks.on_task_prerun, weak=False, dispatch_uid=uid)
+        signals.task_success.connect(tasks.on_task_success, weak=False, dispatch_uid=uid)
+        signals.task_failure.connect(tasks.on_task_failure, weak=False, dispatch_uid=uid)
+        signals.task_retry.connect(tasks.on_task_retry, weak=False, dispatch_uid=uid)
+        signals.task_revoked.connect(tasks.on_task_revoked, weak=False, dispatch_uid=uid)
+        signals.worker_process_shutdown.connect(_flush_on_exit, weak=False, dispatch_uid=uid)
+        _connected = True
+
+
+def _flush_on_exit(**_: Any) -> None:
+    tracker = state.active_tracker()
+    if tracker is not None:
+        tracker.flush(5.0)
+
+
+def install(app: Celery) -> Tracker | None:
+    """Track ``app``'s runs and workers; returns its tracker, or None when tracking is off.
+
+    Reads ``tracking_*`` settings from ``app.conf`` (bad values raise ``ConfigurationError``
+    naming the setting) and adds the worker bootstep. A second call returns the same tracker.
+    """
+    existing = state.tracker_for(app)
+    if existing is not None:
+        return existing
+    config = TrackingConfig.from_app_conf(app.conf)
+    if not config.enabled:
+        return None
+    if config.url is None:
+        logger.warning(
+            "merlin_tracking: no tracking_url and the result backend is not Redis; "
+            "tracking is off for app %r",
+            app.main,
+        )
+        return None
+    tracker = state.register(app, Tracker(config))
+    _connect_signals()
+    app.steps["consumer"].add(TrackingStep)
+    return tracker

@@ -1,0 +1,118 @@
+"""Publish side: stamp run headers on outgoing messages and count them as queued.
+
+A message belongs to a run when its headers name a study and a workspace. ``launch_study``
+sets them for everything it publishes (through ``launching``); a message published while a
+tracked task runs (subtasks, callbacks, chord bodies, retries, replacements) inherits them from
+that task. Only headers and routing are read: bodies are never deserialised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from celery import current_task
+
+from merlin_tracking.records.events import TaskEventKind
+from merlin_tracking.signals.state import active_tracker
+from merlin_tracking.signals.tracker import (
+    RUN_HEADERS,
+    STUDY_HEADER,
+    WORKSPACE_HEADER,
+    RunIdentity,
+)
+
+logger = logging.getLogger("merlin_tracking")
+
+_launching: contextvars.ContextVar[RunIdentity | None] = contextvars.ContextVar(
+    "merlin_tracking_launching", default=None
+)
+
+
+@contextlib.contextmanager
+def launching(run: RunIdentity) -> Iterator[None]:
+    """Messages published in this block (this thread or task) belong to ``run``."""
+    token = _launching.set(run)
+    try:
+        yield
+    finally:
+        _launching.reset(token)
+
+
+def run_of_headers(headers: Mapping[str, Any] | None) -> RunIdentity | None:
+    if not headers:
+        return None
+    study, workspace = headers.get(STUDY_HEADER), headers.get(WORKSPACE_HEADER)
+    if isinstance(study, str) and isinstance(workspace, str) and study and workspace:
+        return RunIdentity(study, workspace)
+    return None
+
+
+def run_of_request(request: Any) -> RunIdentity | None:
+    """Run identity carried by a task request (its custom headers are attributes)."""
+    if request is None:
+        return None
+    study = getattr(request, STUDY_HEADER, None)
+    workspace = getattr(request, WORKSPACE_HEADER, None)
+    if isinstance(study, str) and isinstance(workspace, str) and study and workspace:
+        return RunIdentity(study, workspace)
+    return None
+
+
+def _inherited_run() -> RunIdentity | None:
+    run = _launching.get()
+    if run is not None:
+        return run
+    task = current_task._get_current_object() if current_task else None
+    request = getattr(task, "request", None)
+    if request is None or getattr(request, "called_directly", True):
+        return None
+    return run_of_request(request)
+
+
+def queue_of(routing_key: Any, declare: Any, properties: Mapping[str, Any] | None) -> str | None:
+    """Name of the queue a message is routed to, from routing data only."""
+    for queue in declare or ():
+        name = getattr(queue, "name", None)
+        if name:
+            return str(name)
+    delivery = (properties or {}).get("delivery_info") or {}
+    key = routing_key or delivery.get("routing_key")
+    return str(key) if key else None
+
+
+def on_before_task_publish(
+    sender: Any = None,
+    body: Any = None,
+    exchange: Any = None,
+    routing_key: Any = None,
+    headers: dict[str, Any] | None = None,
+    properties: Mapping[str, Any] | None = None,
+    declare: Any = None,
+    **_: Any,
+) -> None:
+    """``before_task_publish`` receiver; never raises."""
+    try:
+        tracker = active_tracker()
+        if tracker is None or headers is None:
+            return
+        run = run_of_headers(headers)
+        if run is None:
+            run = _inherited_run()
+            if run is None:
+                return
+            headers[STUDY_HEADER], headers[WORKSPACE_HEADER] = run.study, run.workspace
+        task_id = headers.get("id")
+        if not isinstance(task_id, str):
+            return
+        tracker.record(
+            run, task_id, TaskEventKind.PUBLISHED, queue_of(routing_key, declare, properties)
+        )
+    except Exception:
+        logger.exception("merlin_tracking: before_task_publish hook failed (task unaffected)")
+
+
+__all__ = ["RUN_HEADERS", "launching", "on_before_task_publish", "run_of_headers", "run_of_request"]

@@ -1,0 +1,141 @@
+"""The per-process tracker behind the signal hooks.
+
+It owns the database handle (opened lazily, again after a fork), the buffer of task events and
+the cache of workspace -> run id. Hooks call ``record``; the buffer's thread calls ``_send``,
+which creates a run the first time its workspace is seen (exactly once across processes: the
+store's unique workspace index decides) and applies the events in one script call.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from merlin_tracking.config import TrackingConfig
+from merlin_tracking.database import TrackingDatabase
+from merlin_tracking.errors import DuplicateEntityError, RunNotFoundError, StoreUnavailableError
+from merlin_tracking.records.events import TaskEvent, TaskEventKind
+from merlin_tracking.signals.buffer import FlushingBuffer
+
+logger = logging.getLogger("merlin_tracking")
+
+STUDY_HEADER = "merlin_tracking_study"
+WORKSPACE_HEADER = "merlin_tracking_workspace"
+RUN_HEADERS = (STUDY_HEADER, WORKSPACE_HEADER)
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Which run a message belongs to, as carried by its headers."""
+
+    study: str
+    workspace: str
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    run: RunIdentity
+    task_id: str
+    kind: TaskEventKind
+    queue: str | None = None
+
+
+class Tracker:
+    """Tracking state of one process for one configuration."""
+
+    def __init__(self, config: TrackingConfig) -> None:
+        self.config = config
+        self._pid = 0
+        self._db: TrackingDatabase | None = None
+        self._buffer: FlushingBuffer[PendingEvent] | None = None
+        self._run_ids: dict[str, str] = {}
+        self._lock = threading.Lock()
+        atexit.register(self.flush, 5.0)
+
+    # ---------------------------------------------------------------- per-process state
+    def _ensure_process(self) -> None:
+        pid = os.getpid()
+        if pid != self._pid:
+            with self._lock:
+                if pid != self._pid:
+                    # A forked child starts with nothing from its parent: the parent sends
+                    # its own buffered events, and sockets must not be shared.
+                    self._db = None
+                    self._buffer = FlushingBuffer(self._send)
+                    self._run_ids = {}
+                    self._pid = pid
+
+    @property
+    def db(self) -> TrackingDatabase:
+        self._ensure_process()
+        if self._db is None:
+            assert self.config.url is not None
+            self._db = TrackingDatabase.from_url(self.config.url, prefix=self.config.prefix)
+        return self._db
+
+    @property
+    def buffer(self) -> FlushingBuffer[PendingEvent]:
+        self._ensure_process()
+        assert self._buffer is not None
+        return self._buffer
+
+    # ---------------------------------------------------------------- hot path
+    def record(
+        self, run: RunIdentity, task_id: str, kind: TaskEventKind, queue: str | None = None
+    ) -> None:
+        """Queue one task event; returns at once."""
+        self.buffer.add(PendingEvent(run, task_id, kind, queue))
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Send buffered events now (launch end, worker shutdown, process exit)."""
+        if self._buffer is None or self._pid != os.getpid():
+            return True
+        try:
+            return self._buffer.flush(timeout)
+        except Exception:  # never raise into Celery or interpreter shutdown
+            logger.exception("merlin_tracking: flushing tracking updates failed")
+            return False
+
+    # ---------------------------------------------------------------- background thread
+    def remember_run(self, workspace: str, run_id: str) -> None:
+        self._ensure_process()
+        self._run_ids[workspace] = run_id
+
+    def _run_id(self, run: RunIdentity, queue: str | None) -> str:
+        run_id = self._run_ids.get(run.workspace)
+        if run_id is None:
+            runs = self.db.runs
+            try:
+                run_id = runs.create(run.study, run.workspace, [queue] if queue else []).id
+            except DuplicateEntityError as exc:
+                run_id = exc.existing_id
+            self._run_ids[run.workspace] = run_id
+        return run_id
+
+    def _send(self, pending: Sequence[PendingEvent]) -> None:
+        events = [
+            TaskEvent(self._run_id(item.run, item.queue), item.task_id, item.kind, item.queue)
+            for item in pending
+        ]
+        missing = set(self.db.runs.record_events(events))
+        if missing:
+            # Deleted while in use: forget them so the next event starts a fresh run record.
+            for workspace, run_id in list(self._run_ids.items()):
+                if run_id in missing:
+                    del self._run_ids[workspace]
+
+    def run_for_workspace(self, workspace: str) -> str | None:
+        """Id of the run of ``workspace`` (cached), or None if it has none."""
+        cached = self._run_ids.get(workspace)
+        if cached is not None:
+            return cached
+        try:
+            run_id = self.db.runs.get(workspace).id
+        except (RunNotFoundError, StoreUnavailableError):
+            return None
+        self._run_ids[workspace] = run_id
+        return run_id

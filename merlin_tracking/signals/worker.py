@@ -1,0 +1,141 @@
+"""Worker side: a consumer bootstep that records logical and physical workers.
+
+A consumer step runs for ``celery worker`` and for embedded and test workers alike, with every
+pool. When the consumer starts it upserts the logical worker (node name without host + the
+queues consumed) and the physical worker (node name, host, pid, command line), and attaches
+the logical worker to the active runs of its queues. A daemon thread then heartbeats (a thread,
+so a long task in the solo pool cannot starve it) and notices queues added or cancelled at
+runtime. Shutdown marks the worker STOPPED with its pid cleared. Nothing here may stop the
+worker: every failure is logged and retried on the next heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+from typing import Any
+
+from celery import bootsteps
+
+from merlin_tracking.records import WorkerStatus
+from merlin_tracking.signals.state import tracker_for
+from merlin_tracking.signals.tracker import Tracker
+
+logger = logging.getLogger("merlin_tracking")
+
+
+def consumed_queues(consumer: Any) -> list[str]:
+    task_consumer = getattr(consumer, "task_consumer", None)
+    queues = getattr(task_consumer, "queues", None) or []
+    return sorted({str(queue.name) for queue in queues if getattr(queue, "name", None)})
+
+
+class WorkerSession:
+    """The records of one worker process, kept current until it stops."""
+
+    def __init__(self, tracker: Tracker, consumer: Any) -> None:
+        self.tracker = tracker
+        self.consumer = consumer
+        self.node_name = str(consumer.hostname)
+        self.physical_id: str | None = None
+        self.queues: list[str] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._warned = False
+
+    def start(self) -> None:
+        """Record the worker now (or on a later heartbeat if the store is unreachable)."""
+        self.beat()
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._heartbeat_loop, name="merlin-tracking-heartbeat", daemon=True
+            )
+            self._thread.start()
+
+    def _register(self) -> None:
+        """Upsert both worker records and attach to the active runs of the queues."""
+        queues = consumed_queues(self.consumer)
+        if not queues:
+            return
+        db = self.tracker.db
+        logical = db.logical_workers.create(self.node_name.split("@", 1)[0], queues)
+        pool = getattr(self.consumer, "pool", None)
+        physical = db.physical_workers.create(
+            self.node_name,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            status=WorkerStatus.RUNNING,
+            launch_cmd=" ".join(sys.argv),
+            args={
+                "pool": type(pool).__module__.rsplit(".", 1)[-1] if pool is not None else None,
+                "concurrency": getattr(pool, "limit", None),
+                "queues": queues,
+            },
+            logical_worker_id=logical.id,
+            stale_after=self.tracker.config.stale_after,
+        )
+        db.logical_workers.attach_to_active_runs(logical.id)
+        self.physical_id, self.queues = physical.id, queues
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(self.tracker.config.heartbeat_interval):
+            self.beat()
+
+    def beat(self) -> None:
+        """One heartbeat: re-register when queues changed or the record vanished."""
+        try:
+            if (
+                self.physical_id is None
+                or consumed_queues(self.consumer) != self.queues
+                or not self.tracker.db.physical_workers.heartbeat(self.physical_id)
+            ):
+                self._register()
+            if self._warned:
+                logger.warning("merlin_tracking: worker records reachable again")
+                self._warned = False
+        except Exception as exc:
+            if not self._warned:
+                logger.warning("merlin_tracking: worker heartbeat failed: %s", exc)
+                self._warned = True
+
+    def stop(self) -> None:
+        """Worker shutdown: flush task events, then STOPPED with the pid cleared."""
+        self._stop.set()
+        self.tracker.flush(5.0)
+        if self.physical_id is None:
+            return
+        try:
+            self.tracker.db.physical_workers.mark_stopped(self.physical_id)
+        except Exception as exc:
+            logger.warning("merlin_tracking: could not mark %s stopped: %s", self.node_name, exc)
+
+
+class TrackingStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Consumer bootstep: see the module docstring."""
+
+    label = "merlin-tracking"
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.session: WorkerSession | None = None
+
+    def start(self, parent: Any) -> None:
+        tracker = tracker_for(parent.app)
+        if tracker is None:
+            return
+        if self.session is None:
+            self.session = WorkerSession(tracker, parent)
+        self.session.start()  # again after a broker reconnect: same pid, so no restart
+
+    def stop(self, parent: Any) -> None:
+        # Called on consumer restarts (broker reconnects) too; the worker is still alive.
+        pass
+
+    def shutdown(self, parent: Any) -> None:
+        if self.session is not None:
+            self.session.stop()
+            self.session = None
