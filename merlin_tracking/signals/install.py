@@ -34,6 +34,7 @@ def _connect_signals() -> None:
         signals.task_failure.connect(tasks.on_task_failure, weak=False, dispatch_uid=uid)
         signals.task_retry.connect(tasks.on_task_retry, weak=False, dispatch_uid=uid)
         signals.task_revoked.connect(tasks.on_task_revoked, weak=False, dispatch_uid=uid)
+        signals.task_received.connect(tasks.on_task_received, weak=False, dispatch_uid=uid)
         signals.worker_process_shutdown.connect(_flush_on_exit, weak=False, dispatch_uid=uid)
         _connected = True
 

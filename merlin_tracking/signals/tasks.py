@@ -8,6 +8,8 @@ where the tracker opens its own connection lazily.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from merlin_tracking.records.events import TaskEventKind
@@ -39,7 +41,22 @@ def on_task_success(sender: Any = None, **_: Any) -> None:
 
 
 def on_task_failure(sender: Any = None, task_id: Any = None, **_: Any) -> None:
-    _report(getattr(sender, "request", None), task_id, TaskEventKind.FAILED)
+    request = getattr(sender, "request", None)
+    if run_of_request(request) is None and isinstance(task_id, str):
+        # Sent by the worker's main process (hard time limit, lost pool process, Reject):
+        # there is no task context there, so use what task_received saw.
+        request = _received.get(task_id)
+    _report(request, task_id, TaskEventKind.FAILED)
+
+
+def on_task_received(sender: Any = None, request: Any = None, **_: Any) -> None:
+    """Main process: remember each tracked task's headers for failures reported there."""
+    try:
+        headers = _RequestHeaders(request)
+        if run_of_request(headers) is not None and isinstance(headers.id, str):
+            _received.put(headers.id, headers)
+    except Exception:
+        logger.exception("merlin_tracking: task_received hook failed (task unaffected)")
 
 
 def on_task_retry(sender: Any = None, request: Any = None, **_: Any) -> None:
@@ -49,6 +66,29 @@ def on_task_retry(sender: Any = None, request: Any = None, **_: Any) -> None:
 def on_task_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
     # ``request`` is the worker's Request object here; its headers are in ``request_dict``.
     _report(_RequestHeaders(request), getattr(request, "id", None), TaskEventKind.REVOKED)
+
+
+class _Recent:
+    """A small LRU map of task id -> request headers (bounded: entries are never needed long)."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def put(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            if len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+    def get(self, key: str) -> Any:
+        with self._lock:
+            return self._items.get(key)
+
+
+_received = _Recent()
 
 
 class _RequestHeaders:
