@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from merlin_tracking import __version__
-from merlin_tracking.errors import InvalidRecordError, choices
+from merlin_tracking.errors import DuplicateEntityError, InvalidRecordError, choices
 from merlin_tracking.managers import (
     LogicalWorkerManager,
     PhysicalWorkerManager,
@@ -17,6 +18,21 @@ from merlin_tracking.records import LogicalWorker, PhysicalWorker, Record, Run, 
 from merlin_tracking.stores import DEFAULT_PREFIX, TrackingStore, open_store
 
 ENTITY_TYPES = ("study", "run", "logical_worker", "physical_worker")
+EXPORT_SCHEMA = "merlin_tracking.export/1"
+
+
+def _dict_field(document: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = document.get(name)
+    if not isinstance(value, Mapping):
+        raise InvalidRecordError(f"export document: {name!r} must be an object")
+    return value
+
+
+def _list_field(document: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
+    value = document.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise InvalidRecordError(f"export document: {name!r} must be a list of objects")
+    return value
 
 
 class TrackingDatabase:
@@ -81,6 +97,93 @@ class TrackingDatabase:
             + self.physical_workers.delete_all()
             + self.logical_workers.delete_all()
         )
+
+    # ------------------------------------------------------------------ export / import
+    def export_run(self, run_id_or_workspace: str) -> dict[str, Any]:
+        """A JSON-ready document of a run with its study and workers (see ``import_run``)."""
+        run = self.runs.get(run_id_or_workspace)
+        study = self.store.fetch(Study, run.study_id) if run.study_id else None
+        logical = self.store.fetch_many(LogicalWorker, list(run.workers))
+        physical_ids = sorted({pw for worker in logical for pw in worker.physical_workers})
+        physical = self.store.fetch_many(PhysicalWorker, physical_ids)
+        return {
+            "schema": EXPORT_SCHEMA,
+            "exported_at": datetime.now(timezone.utc).isoformat(),
+            "run": run.to_dict(),
+            "study": study.to_dict() if study else None,
+            "logical_workers": [worker.to_dict() for worker in logical],
+            "physical_workers": [worker.to_dict() for worker in physical],
+        }
+
+    def import_run(self, document: Mapping[str, Any]) -> Run:
+        """Restore a run exported by ``export_run``, with its id, counters and links.
+
+        The study is matched by name (created if missing); workers that already exist are
+        kept as they are. Raises ``DuplicateEntityError`` if the run id or workspace is taken
+        and ``InvalidRecordError`` for a malformed document (nothing is written then).
+        """
+        if not isinstance(document, Mapping) or document.get("schema") != EXPORT_SCHEMA:
+            raise InvalidRecordError(
+                f"not a merlin_tracking export (expected schema {EXPORT_SCHEMA!r})"
+            )
+        run = Run.from_dict(_dict_field(document, "run"))
+        study_doc = document.get("study")
+        study = Study.from_dict({**study_doc, "runs": []}) if study_doc else None
+        logical = [
+            LogicalWorker.from_dict({**doc, "runs": [], "physical_workers": []})
+            for doc in _list_field(document, "logical_workers")
+        ]
+        physical = [
+            PhysicalWorker.from_dict(doc) for doc in _list_field(document, "physical_workers")
+        ]
+        existing = self.store.fetch(Run, run.id)
+        if existing is not None or self.store.fetch(Run, run.workspace) is not None:
+            found = existing or self.runs.get(run.workspace)
+            raise DuplicateEntityError("run", "id or workspace", run.workspace, found.id)
+        study_id = None
+        if study is not None:
+            study_id, _ = self.store.create_study(study)
+        for worker in logical:
+            self.store.create_logical_worker(worker)
+        for pw in physical:
+            if self.store.fetch(PhysicalWorker, pw.name) is None:
+                given = frozenset(pw.CODECS) - {"created_at", "name"}
+                self.store.upsert_physical_worker(pw, given)
+        if study_id is None:
+            study_id = self.studies.ensure_id(f"imported-{run.id}")
+        restored = self.store.create_run(run.replace(study_id=study_id), keep_id=True)
+        for worker_id in run.workers:
+            if self.store.fetch(LogicalWorker, worker_id) is not None:
+                self.store.link_run_worker(restored.id, worker_id)
+        return self.runs.get(restored.id)
+
+    # ------------------------------------------------------------------ maintenance
+    def collect_garbage(self, older_than: timedelta, dry_run: bool = False) -> dict[str, list[str]]:
+        """Remove what no longer serves: physical workers STOPPED or STALLED for longer than
+        ``older_than`` (by their last heartbeat), logical workers left with no runs and no
+        physical workers, and dangling references. Returns what was (or would be) removed."""
+        cutoff = datetime.now(timezone.utc) - older_than
+        gone = [
+            pw
+            for pw in self.physical_workers.get_all({"status": ["stopped", "stalled"]})
+            if (pw.heartbeat_timestamp or pw.created_at) < cutoff
+        ]
+        gone_ids = {pw.id for pw in gone}
+        idle = [
+            lw
+            for lw in self.logical_workers.get_all()
+            if not lw.runs and not set(lw.physical_workers) - gone_ids
+        ]
+        dangling = self.store.find_dangling()
+        if not dry_run:
+            self.store.delete_physical_workers(sorted(gone_ids))
+            self.store.delete_logical_workers([lw.id for lw in idle])
+            self.store.remove_dangling(dangling)
+        return {
+            "physical_workers": [pw.id for pw in gone],
+            "logical_workers": [lw.id for lw in idle],
+            "dangling": [ref.describe() for ref in dangling],
+        }
 
     def info(self, recent: int = 5) -> dict[str, Any]:
         """Counts per type, backend facts, package version and the newest records."""

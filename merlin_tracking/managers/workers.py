@@ -150,8 +150,13 @@ class PhysicalWorkerManager(Manager[PhysicalWorker]):
         return self.store.heartbeat(worker_id, at or datetime.now(timezone.utc))
 
     def mark_stopped(self, worker_id_or_name: str) -> PhysicalWorker:
-        """STOPPED with its pid cleared: the worker shut down."""
-        return self.update(worker_id_or_name, status=WorkerStatus.STOPPED, pid=None)
+        """STOPPED with its pid cleared: the worker shut down (its last sign of life now)."""
+        return self.update(
+            worker_id_or_name,
+            status=WorkerStatus.STOPPED,
+            pid=None,
+            heartbeat_timestamp=datetime.now(timezone.utc),
+        )
 
     def delete(self, worker_id_or_name: str) -> None:
         """Delete it and unlink it from its logical worker."""

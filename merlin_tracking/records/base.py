@@ -108,6 +108,30 @@ class Record:
             result[field.name] = value
         return result
 
+    @classmethod
+    def from_dict(cls: type[R], data: Mapping[str, Any]) -> R:
+        """Inverse of ``to_dict``, fully validated (used by import)."""
+        if not isinstance(data, Mapping):
+            raise InvalidRecordError(f"{cls.ENTITY}: expected an object, got {type(data).__name__}")
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise InvalidRecordError(f"{cls.ENTITY}: unknown field(s) {sorted(unknown)}")
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            if isinstance(value, str) and _is_datetime_field(cls, name):
+                try:
+                    value = datetime.fromisoformat(value)
+                except ValueError:
+                    raise InvalidRecordError(
+                        f"{cls.ENTITY}.{name}: not an ISO time: {value!r}"
+                    ) from None
+            values[name] = value
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise InvalidRecordError(f"{cls.ENTITY}: {exc}") from None
+
     def replace(self: R, **changes: Any) -> R:
         """A copy with ``changes`` applied and validated."""
         return dataclasses.replace(self, **changes)
@@ -117,6 +141,11 @@ class Record:
 
     def get_created_at(self) -> datetime:
         return self.created_at
+
+
+def _is_datetime_field(cls: type[Record], name: str) -> bool:
+    field_type = str(cls.__dataclass_fields__[name].type)
+    return "datetime" in field_type
 
 
 def _omittable(default: Any) -> bool:

@@ -11,6 +11,7 @@ to a non-empty list of string values. Values of one key are OR-ed, keys are AND-
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -27,6 +28,20 @@ from merlin_tracking.records import (
 from merlin_tracking.records.events import TaskEvent
 
 R = TypeVar("R", bound=Record)
+
+
+@dataclasses.dataclass(frozen=True)
+class DanglingReference:
+    """``owner``'s ``field`` names ``missing``, which does not exist."""
+
+    owner_type: str
+    owner_id: str
+    field: str
+    missing: str
+
+    def describe(self) -> str:
+        return f"{self.owner_type} {self.owner_id}: {self.field} -> missing {self.missing}"
+
 
 Filters = Mapping[str, Sequence[str]]
 
@@ -45,8 +60,11 @@ class TrackingStore(ABC):
         """Insert ``study`` unless one with its name exists; return (id, created)."""
 
     @abstractmethod
-    def create_run(self, run: Run) -> Run:
+    def create_run(self, run: Run, keep_id: bool = False) -> Run:
         """Insert ``run`` into the existing study ``run.study_id``.
+
+        With ``keep_id`` (import) an existing run id raises ``DuplicateEntityError``; otherwise
+        a clashing generated id is replaced by a fresh one.
 
         Atomically: the workspace must be unused (``DuplicateEntityError`` naming the existing
         run otherwise), the run joins its study's ``runs``, and every existing logical worker
@@ -125,6 +143,15 @@ class TrackingStore(ABC):
     @abstractmethod
     def heartbeat(self, worker_id: str, at: datetime) -> bool:
         """Record a physical worker's heartbeat and renew its liveness; False if it is gone."""
+
+    @abstractmethod
+    def find_dangling(self) -> list[DanglingReference]:
+        """References to records that do not exist (none, unless keys were removed by hand or
+        by an older version). Reads everything: a maintenance operation."""
+
+    @abstractmethod
+    def remove_dangling(self, references: Sequence[DanglingReference]) -> int:
+        """Drop the given dangling references; return how many were removed."""
 
     @abstractmethod
     def delete_runs(self, run_ids: Sequence[str]) -> int:

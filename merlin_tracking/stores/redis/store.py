@@ -34,7 +34,7 @@ from merlin_tracking.records import (
     WorkerStatus,
 )
 from merlin_tracking.records.events import TaskEvent
-from merlin_tracking.stores.base import Filters, TrackingStore
+from merlin_tracking.stores.base import DanglingReference, Filters, TrackingStore
 from merlin_tracking.stores.redis import scripts
 from merlin_tracking.stores.redis.connection import client_for, mask_url
 from merlin_tracking.stores.redis.keys import (
@@ -123,7 +123,7 @@ class RedisStore(TrackingStore):
             study = study.replace(id=fresh_id, created_at=created_at)
         raise RuntimeError("could not allocate a unique study id")  # pragma: no cover
 
-    def create_run(self, run: Run) -> Run:
+    def create_run(self, run: Run, keep_id: bool = False) -> Run:
         if run.study_id is None:
             raise InvalidRecordError("a new run needs a study_id")
         for _ in range(_ID_CLASH_RETRIES):
@@ -150,6 +150,8 @@ class RedisStore(TrackingStore):
                 raise DuplicateEntityError("run", "workspace", run.workspace, _text(result[1]))
             if status == -2:
                 raise StudyNotFoundError(run.study_id, "it was deleted while the run was created")
+            if keep_id:
+                raise DuplicateEntityError("run", "id", run.id, run.id)
             fresh_id, created_at = new_id()
             run = run.replace(id=fresh_id, created_at=created_at, updated_at=created_at)
         raise RuntimeError("could not allocate a unique run id")  # pragma: no cover
@@ -312,6 +314,78 @@ class RedisStore(TrackingStore):
                 "heartbeat", [worker_id, stamp], self.keys.record("physical_worker", worker_id)
             )
         )
+
+    def find_dangling(self) -> list[DanglingReference]:
+        status_keys = self._all_ids_group(Run)
+        with self._guard():
+            indexed_runs = {_text(m) for m in self.client.sunion(status_keys)}
+        runs = self.fetch_many(Run, sorted(indexed_runs))
+        run_ids = {run.id for run in runs}
+        studies = self.fetch_many(Study, sorted(self.find_ids(Study, {})))
+        study_ids = {study.id for study in studies}
+        logical = self.fetch_many(LogicalWorker, sorted(self.find_ids(LogicalWorker, {})))
+        logical_ids = {worker.id for worker in logical}
+        physical = self.fetch_many(PhysicalWorker, sorted(self.find_ids(PhysicalWorker, {})))
+        physical_ids = {worker.id for worker in physical}
+        found = [
+            DanglingReference("index", "run status", "runs", i) for i in indexed_runs - run_ids
+        ]
+        for run in runs:
+            if run.study_id is not None and run.study_id not in study_ids:
+                found.append(DanglingReference("run", run.id, "study_id", run.study_id))
+            found += [
+                DanglingReference("run", run.id, "workers", w)
+                for w in run.workers
+                if w not in logical_ids
+            ]
+        for study in studies:
+            found += [
+                DanglingReference("study", study.id, "runs", r)
+                for r in study.runs
+                if r not in run_ids
+            ]
+        for worker in logical:
+            found += [
+                DanglingReference("logical_worker", worker.id, "runs", r)
+                for r in worker.runs
+                if r not in run_ids
+            ]
+            found += [
+                DanglingReference("logical_worker", worker.id, "physical_workers", p)
+                for p in worker.physical_workers
+                if p not in physical_ids
+            ]
+        for pw in physical:
+            if pw.logical_worker_id is not None and pw.logical_worker_id not in logical_ids:
+                found.append(
+                    DanglingReference(
+                        "physical_worker", pw.id, "logical_worker_id", pw.logical_worker_id
+                    )
+                )
+        return found
+
+    def remove_dangling(self, references: Sequence[DanglingReference]) -> int:
+        k = self.keys.key
+        ops: list[list[str]] = []
+        for ref in references:
+            if ref.owner_type == "index":
+                ops += [["srem", key, ref.missing] for key in self._all_ids_group(Run)]
+            elif ref.owner_type == "run" and ref.field == "study_id":
+                ops.append(["hset", k("run", ref.owner_id), "study_id", "null"])
+            elif ref.owner_type == "run":
+                ops.append(["list_remove", k("run", ref.owner_id), "workers", ref.missing])
+            elif ref.owner_type == "study":
+                ops.append(["srem", k("study", ref.owner_id, "runs"), ref.missing])
+            elif ref.owner_type == "logical_worker":
+                suffix = _RELATION_SUFFIX[ref.field]
+                ops.append(["srem", k("lw", ref.owner_id, suffix), ref.missing])
+            elif ref.owner_type == "physical_worker":
+                ops.append(["hdel", k("pw", ref.owner_id), "logical_worker_id"])
+        if not ops:
+            return 0
+        payload = json.dumps(ops, ensure_ascii=False)
+        self._run("repair", [payload], self.keys.key("run", "workspace"))
+        return len(references)
 
     def _delete_in_batches(self, script: str, ids: Sequence[str], segment: str) -> int:
         deleted = 0
