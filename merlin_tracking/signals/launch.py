@@ -45,13 +45,41 @@ def launch_study(
         if run.study_id != study.id:
             raise
     tracker.remember_run(workspace, run.id)
+    pending_before = set(_pending_results(app))
     runs.change_publishing(run.id, +1)
     try:
         with launching(RunIdentity(study_name, workspace)):
             signature.apply_async()
+        _release_new_pending(app, pending_before)
         tracker.flush(30.0)
     finally:
         runs.change_publishing(run.id, -1)
     run = runs.get(run.id)
     study_launched.send(sender=app, run=run)
     return run
+
+
+def _pending_results(app: Celery) -> dict[str, Any]:
+    """Result objects the result backend is subscribed for, by task id (async backends)."""
+    pending = getattr(app.backend, "_pending_results", None)
+    concrete = getattr(pending, "concrete", None) or {}
+    return {
+        task_id: result
+        for task_id, results in list(concrete.items())
+        for result in list(getattr(results, "values", lambda: [])())
+    }
+
+
+def _release_new_pending(app: Celery, before: set[str]) -> None:
+    """Drop the backend subscriptions that publishing the canvas created.
+
+    ``launch_study`` returns the run, not AsyncResults, so nobody can wait on them; Celery's
+    Redis backend would otherwise keep them (a chord's header results) until interpreter
+    shutdown and then fail to unsubscribe.
+    """
+    try:
+        for task_id, result in _pending_results(app).items():
+            if task_id not in before:
+                app.backend.remove_pending_result(result)
+    except Exception:  # best effort: never fail a launch that already published
+        pass

@@ -1,0 +1,1 @@
+"""A tracked parameter sweep: simulate each sample on queue ``sim``, aggregate on ``post``."""
