@@ -1,7 +1,11 @@
 """Tracking settings, read from a Celery app's configuration the way Celery reads its own.
 
-Settings live in ``app.conf`` under ``tracking_*``; ``MERLIN_TRACKING=0`` in the environment
-turns tracking off. Bad values fail at start-up with a message naming the setting.
+Settings live in ``app.conf`` under ``tracking_*``. Each can also come from the environment as
+``MERLIN_TRACKING_<NAME>`` (``MERLIN_TRACKING_URL``, ``MERLIN_TRACKING_PREFIX``, ...), which wins
+where both are set, so apps that cannot be edited can still be configured. ``MERLIN_TRACKING=0``
+turns tracking off. The store defaults to the app's Redis result backend, else to an SQLite file
+(``$MERLIN_TRACKING_DB`` or a per-user default). Bad values fail at start-up with a message
+naming the setting.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from merlin_tracking.errors import TrackingError
 from merlin_tracking.stores.redis.keys import DEFAULT_PREFIX, tagged_prefix
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+STORE_SCHEMES = (*REDIS_SCHEMES, "sqlite")
 DISABLING_VALUES = ("0", "false", "no", "off")
 
 
@@ -26,7 +31,7 @@ class ConfigurationError(TrackingError, ValueError):
 @dataclasses.dataclass(frozen=True)
 class TrackingConfig:
     enabled: bool
-    url: str | None
+    url: str
     prefix: str = DEFAULT_PREFIX
     heartbeat_interval: float = 10.0
     stale_after: float = 60.0
@@ -36,26 +41,34 @@ class TrackingConfig:
         cls, conf: Mapping[str, Any], environ: Mapping[str, str] | None = None
     ) -> TrackingConfig:
         env = os.environ if environ is None else environ
-        enabled = _flag("tracking_enabled", conf.get("tracking_enabled", True))
+
+        def setting(name: str) -> Any:
+            from_env = env.get("MERLIN_" + name.upper())
+            return from_env if from_env not in (None, "") else conf.get(name)
+
+        enabled = _flag("tracking_enabled", setting("tracking_enabled"))
         if env.get("MERLIN_TRACKING", "").strip().lower() in DISABLING_VALUES:
             enabled = False
-        url = conf.get("tracking_url") or _redis_backend(conf.get("result_backend"))
-        if url is not None and (
-            not isinstance(url, str) or urlsplit(url).scheme not in REDIS_SCHEMES
-        ):
+        url = (
+            setting("tracking_url")
+            or _redis_backend(conf.get("result_backend"))
+            or default_sqlite_url(env)
+        )
+        if not isinstance(url, str) or urlsplit(url).scheme not in STORE_SCHEMES:
             raise ConfigurationError(
-                f"tracking_url: {url!r} is not a Redis URL; use redis://, rediss:// or unix://"
+                f"tracking_url: {url!r} is not a supported store URL; use redis://, rediss://, "
+                "unix:// or sqlite:///path"
             )
-        prefix = conf.get("tracking_prefix") or DEFAULT_PREFIX
+        prefix = setting("tracking_prefix") or DEFAULT_PREFIX
         try:
             tagged_prefix(prefix)
         except TrackingError as exc:
             raise ConfigurationError(f"tracking_prefix: {exc}") from None
         interval = _seconds(
-            "tracking_heartbeat_interval", conf.get("tracking_heartbeat_interval"), 10.0
+            "tracking_heartbeat_interval", setting("tracking_heartbeat_interval"), 10.0
         )
         stale = _seconds(
-            "tracking_stale_after", conf.get("tracking_stale_after"), max(60.0, 3 * interval)
+            "tracking_stale_after", setting("tracking_stale_after"), max(60.0, 3 * interval)
         )
         if stale <= interval:
             raise ConfigurationError(
@@ -65,6 +78,18 @@ class TrackingConfig:
         return cls(enabled, url, prefix, interval, stale)
 
 
+def default_sqlite_url(environ: Mapping[str, str] | None = None) -> str:
+    """``sqlite:///`` URL of ``$MERLIN_TRACKING_DB``, else of a file in the user's data folder."""
+    env = os.environ if environ is None else environ
+    path = env.get("MERLIN_TRACKING_DB")
+    if not path:
+        data_home = env.get("XDG_DATA_HOME") or os.path.join(
+            os.path.expanduser("~"), ".local", "share"
+        )
+        path = os.path.join(data_home, "merlin_tracking", "tracking.db")
+    return "sqlite:///" + os.path.abspath(path)
+
+
 def _redis_backend(backend: Any) -> str | None:
     if isinstance(backend, str) and urlsplit(backend).scheme in REDIS_SCHEMES:
         return backend
@@ -72,6 +97,8 @@ def _redis_backend(backend: Any) -> str | None:
 
 
 def _flag(name: str, value: Any) -> bool:
+    if value is None:
+        return True
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in (

@@ -57,13 +57,6 @@ def install(app: Celery) -> Tracker | None:
     config = TrackingConfig.from_app_conf(app.conf)
     if not config.enabled:
         return None
-    if config.url is None:
-        logger.warning(
-            "merlin_tracking: no tracking_url and the result backend is not Redis; "
-            "tracking is off for app %r",
-            app.main,
-        )
-        return None
     tracker = state.register(app, Tracker(config))
     _connect_signals()
     app.steps["consumer"].add(TrackingStep)

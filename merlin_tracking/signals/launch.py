@@ -33,8 +33,8 @@ def launch_study(
     tracker = tracker_for(app) or install(app)
     if tracker is None:
         raise TrackingError(
-            "tracking is disabled for this app (tracking_enabled, MERLIN_TRACKING or no "
-            "tracking_url / Redis result backend); launch the signature with apply_async instead"
+            "tracking is disabled for this app (tracking_enabled = False or MERLIN_TRACKING=0); "
+            "launch the signature with apply_async instead"
         )
     runs = tracker.db.runs
     try:

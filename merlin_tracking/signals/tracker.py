@@ -73,7 +73,6 @@ class Tracker:
     def db(self) -> TrackingDatabase:
         self._ensure_process()
         if self._db is None:
-            assert self.config.url is not None
             self._db = TrackingDatabase.from_url(self.config.url, prefix=self.config.prefix)
         return self._db
 

@@ -1,0 +1,75 @@
+"""Tracking settings: app.conf, environment overrides, defaults and validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from merlin_tracking.config import ConfigurationError, TrackingConfig, default_sqlite_url
+
+
+def config(conf: dict[str, object], env: dict[str, str] | None = None) -> TrackingConfig:
+    return TrackingConfig.from_app_conf(conf, env or {})
+
+
+def test_defaults_follow_a_redis_result_backend() -> None:
+    result = config({"result_backend": "rediss://:pw@cache:6380/2"})
+    assert result.enabled is True
+    assert result.url == "rediss://:pw@cache:6380/2"
+    assert result.prefix == "merlin_tracking"
+    assert result.heartbeat_interval == 10.0
+    assert result.stale_after == 60.0
+
+
+def test_without_redis_the_store_is_a_per_user_sqlite_file(tmp_path: object) -> None:
+    env = {"XDG_DATA_HOME": "/data/alice"}
+    assert config({"result_backend": "rpc://"}, env).url == (
+        "sqlite:////data/alice/merlin_tracking/tracking.db"
+    )
+    env["MERLIN_TRACKING_DB"] = "/scratch/ledger.db"
+    assert config({}, env).url == "sqlite:////scratch/ledger.db"
+    assert default_sqlite_url(env) == "sqlite:////scratch/ledger.db"
+
+
+def test_explicit_settings_and_environment_overrides() -> None:
+    conf = {
+        "result_backend": "redis://a/0",
+        "tracking_url": "redis://b/1",
+        "tracking_prefix": "lab",
+        "tracking_heartbeat_interval": 2,
+        "tracking_stale_after": "7.5",
+    }
+    assert config(conf) == TrackingConfig(True, "redis://b/1", "lab", 2.0, 7.5)
+    env = {"MERLIN_TRACKING_URL": "redis://c/3", "MERLIN_TRACKING_PREFIX": "env"}
+    overridden = config(conf, env)
+    assert (overridden.url, overridden.prefix) == ("redis://c/3", "env")
+
+
+@pytest.mark.parametrize(
+    ("conf", "env"),
+    [
+        ({"tracking_enabled": False}, {}),
+        ({"tracking_enabled": "off"}, {}),
+        ({}, {"MERLIN_TRACKING": "0"}),
+        ({"tracking_enabled": True}, {"MERLIN_TRACKING": "false"}),
+        ({}, {"MERLIN_TRACKING_ENABLED": "no"}),
+    ],
+)
+def test_opt_out(conf: dict[str, object], env: dict[str, str]) -> None:
+    assert config({"result_backend": "redis://x/0", **conf}, env).enabled is False
+
+
+@pytest.mark.parametrize(
+    ("conf", "setting"),
+    [
+        ({"tracking_url": "amqp://guest@localhost//"}, "tracking_url"),
+        ({"tracking_prefix": "has space"}, "tracking_prefix"),
+        ({"tracking_heartbeat_interval": "abc"}, "tracking_heartbeat_interval"),
+        ({"tracking_heartbeat_interval": 0}, "tracking_heartbeat_interval"),
+        ({"tracking_stale_after": -1}, "tracking_stale_after"),
+        ({"tracking_heartbeat_interval": 10, "tracking_stale_after": 5}, "tracking_stale_after"),
+        ({"tracking_enabled": "maybe"}, "tracking_enabled"),
+    ],
+)
+def test_bad_values_name_the_setting(conf: dict[str, object], setting: str) -> None:
+    with pytest.raises(ConfigurationError, match=setting):
+        config({"result_backend": "redis://x/0", **conf})
