@@ -29,6 +29,10 @@ class Manager(Generic[R]):
 
     def _fetch(self, id_or_key: str) -> R:
         require_text(f"{self.record_type.ENTITY} identifier", id_or_key)
+        try:
+            id_or_key.encode("utf-8")
+        except UnicodeEncodeError:  # no stored name or id can hold a lone surrogate
+            raise self.not_found(id_or_key) from None
         record = self.store.fetch(self.record_type, id_or_key)
         if record is None:
             raise self.not_found(id_or_key)

@@ -17,13 +17,17 @@ Normaliser = Callable[[str], str]
 
 
 def _keep(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidFilterError(f"filter value {value!r} is not valid Unicode") from None
     return value
 
 
 def _status(parse: Callable[[object], Any]) -> Normaliser:
     def normalise(value: str) -> str:
         try:
-            return str(parse(value).value)
+            return str(parse(_keep(value)).value)
         except InvalidRecordError as exc:
             raise InvalidFilterError(str(exc)) from None
 

@@ -14,10 +14,15 @@ class StudyManager(Manager[Study]):
 
     def create(self, name: str) -> Study:
         """The study called ``name``, created if it does not exist yet."""
-        study, stored_id, created = self._ensure(name)
-        if created and stored_id == study.id:
-            return study
-        return self.get(stored_id)
+        for _ in range(3):
+            study, stored_id, created = self._ensure(name)
+            if created and stored_id == study.id:
+                return study
+            try:
+                return self.get(stored_id)
+            except StudyNotFoundError:
+                continue  # deleted between the two calls: create it again
+        raise StudyNotFoundError(name, "it keeps being deleted while it is created")
 
     def ensure_id(self, name: str) -> str:
         """Id of the study called ``name``, creating it if needed (one round trip)."""

@@ -140,7 +140,7 @@ class PhysicalWorkerManager(Manager[PhysicalWorker]):
         wanted = set(normalised.get("status", ()))
         if not wanted & {WorkerStatus.RUNNING.value, WorkerStatus.STALLED.value}:
             return self.store.query(PhysicalWorker, normalised, limit)
-        stored = wanted - {WorkerStatus.STALLED.value} | {WorkerStatus.RUNNING.value}
+        stored = wanted | {WorkerStatus.RUNNING.value}
         workers = self.store.query(PhysicalWorker, {**normalised, "status": sorted(stored)})
         matching = [w for w in workers if w.status.value in wanted]
         return matching[:limit] if limit is not None else matching

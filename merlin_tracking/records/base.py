@@ -59,6 +59,11 @@ class Record:
         return fields
 
     @classmethod
+    def storage_defaults(cls) -> dict[str, Any]:
+        """Defaults that storage leaves out (absent field = this value)."""
+        return {name: value for name, value in _defaults(cls).items() if _omittable(value)}
+
+    @classmethod
     def encode_field(cls, name: str, value: Any) -> str:
         """JSON text of one field value, validated by the field's codec."""
         return dumps(cls.CODECS[name].to_json(value))

@@ -76,7 +76,12 @@ def aware_utc(value: Any) -> datetime:
         raise InvalidRecordError(
             f"datetime {value.isoformat()} has no timezone; pass an aware datetime"
         )
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise InvalidRecordError(
+            f"datetime {value.isoformat()} is outside years 1-9999 in UTC"
+        ) from None
 
 
 def _opt_aware_utc(value: Any) -> datetime | None:
@@ -97,6 +102,9 @@ def json_value(value: Any) -> Any:
     """Return a JSON-exact copy of ``value`` or refuse it, so what is stored is what reads back."""
     try:
         text = dumps(value)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRecordError(f"value {value!r} holds a lone surrogate (not Unicode)") from None
     except (TypeError, ValueError) as exc:
         raise InvalidRecordError(f"value is not JSON-serialisable: {exc}") from None
     copy = loads(text)

@@ -272,10 +272,12 @@ if not existing then
   outcome = 1
 else
   id = existing
-  local old_pid = jget(key('pw', id), 'pid', nil)
-  local started = old_pid ~= nil or redis.call('HEXISTS', key('pw', id), 'latest_start_time') == 1
+  -- Pids are compared as stored JSON text: Lua numbers would round large integers.
+  local old_pid = redis.call('HGET', key('pw', id), 'pid')
+  if old_pid == 'null' then old_pid = false end
+  local started = old_pid or redis.call('HEXISTS', key('pw', id), 'latest_start_time') == 1
   outcome = 0
-  if pid ~= '' and started and tostring(cjson.decode(pid)) ~= tostring(old_pid) then
+  if pid ~= '' and started and pid ~= old_pid then
     outcome = 2
     redis.call('HINCRBY', key('pw', id), 'restart_count', 1)
   end
@@ -341,6 +343,11 @@ for i = 5, 4 + 2 * n_expect, 2 do
   if (redis.call('HGET', rkey, ARGV[i]) or '') ~= ARGV[i + 1] then return 0 end
 end
 local changes = pairs_to_map(ARGV, 5 + 2 * n_expect)
+local new_lw = changes['logical_worker_id']
+if entity == 'pw' and new_lw and new_lw ~= '' and new_lw ~= 'null' then
+  -- Checked before any write, so a refused update changes nothing.
+  if redis.call('EXISTS', key('lw', cjson.decode(new_lw))) == 0 then return -2 end
+end
 local default_status = entity == 'run' and 'INITIALIZED' or 'RUNNING'
 if changes['status'] then
   local old = jget(rkey, 'status', default_status)
@@ -362,9 +369,7 @@ if entity == 'pw' and changes['logical_worker_id'] then
   if old then redis.call('SREM', key('lw', old, 'physical'), id) end
   local new = changes['logical_worker_id']
   if new ~= '' and new ~= 'null' then
-    new = cjson.decode(new)
-    if redis.call('EXISTS', key('lw', new)) == 0 then return -2 end
-    redis.call('SADD', key('lw', new, 'physical'), id)
+    redis.call('SADD', key('lw', cjson.decode(new), 'physical'), id)
   end
 end
 hset_pairs(rkey, ARGV, 5 + 2 * n_expect)

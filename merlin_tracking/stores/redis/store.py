@@ -252,14 +252,13 @@ class RedisStore(TrackingStore):
 
     @staticmethod
     def _encode_or_clear(record_type: type[Record], name: str, value: Any) -> str:
-        # Empty values are stored as absent fields, as in ``Record.to_fields``; enums never are.
-        if value is None or (isinstance(value, (tuple, list, dict)) and not value):
-            if name in ("status",):
-                raise InvalidRecordError("status cannot be empty")
+        """JSON text of a field, or "" (delete the field) when the value is its empty default,
+        matching ``Record.to_fields``; an empty list stored over a None default is kept."""
+        encoded = record_type.encode_field(name, value)
+        defaults = record_type.storage_defaults()
+        if name in defaults and record_type.encode_field(name, defaults[name]) == encoded:
             return ""
-        if name == "restart_count" and value == 0:
-            return ""
-        return record_type.encode_field(name, value)
+        return encoded
 
     def link_run_worker(self, run_id: str, worker_id: str, linked: bool = True) -> bool:
         result = self._run(
