@@ -1,0 +1,45 @@
+"""The example study runs end to end: real worker processes, a real tracked run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from merlin_tracking import RunStatus, TrackingDatabase, WorkerStatus
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_example(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "examples.parameter_sweep.run", "--samples", "8", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+@pytest.mark.slow
+def test_parameter_sweep_on_redis(redis_url: str, prefix: str) -> None:
+    result = run_example("--redis", redis_url, env={"MERLIN_TRACKING_PREFIX": prefix})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "status COMPLETED" in result.stdout
+    assert "queued=9  started=9  succeeded=9  failed=0" in result.stdout
+    assert "Traceback" not in result.stderr
+    db = TrackingDatabase.from_url(redis_url, prefix=prefix)
+    (run,) = db.runs.get_all()
+    assert run.status is RunStatus.COMPLETED
+    assert set(run.queues) == {"sim", "post"}
+    workers = db.physical_workers.get_all()
+    assert sorted(w.name.split("@")[0] for w in workers) == ["post", "sim"]
+    assert all(w.status is WorkerStatus.STOPPED and w.pid is None for w in workers)
+    assert {lw.name for lw in db.logical_workers.get_all({"queues": ["sim", "post"]})} == {
+        "sim",
+        "post",
+    }
