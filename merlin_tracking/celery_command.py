@@ -10,6 +10,7 @@ configuration or ``MERLIN_TRACKING=0`` in the environment.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -20,9 +21,16 @@ def _install_on_worker_init(sender: Any = None, **_: Any) -> None:
     app = getattr(sender, "app", None)
     if app is None:
         return
+    from merlin_tracking.config import ConfigurationError
     from merlin_tracking.signals import install
 
-    install(app)  # a bad tracking_* setting stops the worker here, naming the setting
+    try:
+        install(app)
+    except ConfigurationError as exc:
+        # Celery swallows exceptions raised by signal receivers; SystemExit gets through, so a
+        # bad tracking_* setting stops the worker at start-up with the setting named.
+        sys.stderr.write(f"merlin_tracking: {exc}\n")
+        raise SystemExit(78) from None
 
 
 signals.worker_init.connect(_install_on_worker_init, weak=False, dispatch_uid="merlin_tracking")
@@ -45,7 +53,5 @@ def info(ctx: click.Context) -> None:
     if app is None:
         raise click.UsageError("give the app with: celery -A PROJ tracking info")
     config = TrackingConfig.from_app_conf(app.conf)
-    if config.url is None:
-        raise click.UsageError("the app has no tracking_url and no Redis result backend")
     database = TrackingDatabase.from_url(config.url, prefix=config.prefix)
     click.echo(json.dumps(database.info(), indent=2, default=str))

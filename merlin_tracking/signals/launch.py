@@ -48,7 +48,7 @@ def launch_study(
     pending_before = set(_pending_results(app))
     runs.change_publishing(run.id, +1)
     try:
-        with launching(RunIdentity(study_name, workspace)):
+        with launching(RunIdentity(study_name, workspace), tracker):
             signature.apply_async()
         _release_new_pending(app, pending_before)
         tracker.flush(30.0)

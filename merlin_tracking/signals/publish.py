@@ -23,19 +23,21 @@ from merlin_tracking.signals.tracker import (
     STUDY_HEADER,
     WORKSPACE_HEADER,
     RunIdentity,
+    Tracker,
 )
 
 logger = logging.getLogger("merlin_tracking")
 
-_launching: contextvars.ContextVar[RunIdentity | None] = contextvars.ContextVar(
+_launching: contextvars.ContextVar[tuple[RunIdentity, Tracker] | None] = contextvars.ContextVar(
     "merlin_tracking_launching", default=None
 )
 
 
 @contextlib.contextmanager
-def launching(run: RunIdentity) -> Iterator[None]:
-    """Messages published in this block (this thread or task) belong to ``run``."""
-    token = _launching.set(run)
+def launching(run: RunIdentity, tracker: Tracker) -> Iterator[None]:
+    """Messages published in this block (this thread or task) belong to ``run`` and are
+    counted by ``tracker`` (the launching app's, whichever app is Celery's current one)."""
+    token = _launching.set((run, tracker))
     try:
         yield
     finally:
@@ -63,9 +65,6 @@ def run_of_request(request: Any) -> RunIdentity | None:
 
 
 def _inherited_run() -> RunIdentity | None:
-    run = _launching.get()
-    if run is not None:
-        return run
     task = current_task._get_current_object() if current_task else None
     request = getattr(task, "request", None)
     if request is None or getattr(request, "called_directly", True):
@@ -96,12 +95,13 @@ def on_before_task_publish(
 ) -> None:
     """``before_task_publish`` receiver; never raises."""
     try:
-        tracker = active_tracker()
+        launch = _launching.get()
+        tracker = launch[1] if launch is not None else active_tracker()
         if tracker is None or headers is None:
             return
         run = run_of_headers(headers)
         if run is None:
-            run = _inherited_run()
+            run = launch[0] if launch is not None else _inherited_run()
             if run is None:
                 return
             headers[STUDY_HEADER], headers[WORKSPACE_HEADER] = run.study, run.workspace

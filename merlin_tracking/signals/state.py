@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any
 
 from merlin_tracking.signals.tracker import Tracker
 
-_trackers: dict[int, Tracker] = {}
+# Keyed by the app object itself (weakly), so a collected app's tracker can never be handed to
+# a new app that happens to reuse its id().
+_trackers: weakref.WeakKeyDictionary[Any, Tracker] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
 def register(app: Any, tracker: Tracker) -> Tracker:
     """Attach ``tracker`` to ``app`` unless it has one; return the app's tracker."""
     with _lock:
-        return _trackers.setdefault(id(app), tracker)
+        return _trackers.setdefault(app, tracker)
 
 
 def tracker_for(app: Any) -> Tracker | None:
-    return _trackers.get(id(app))
+    return _trackers.get(app)
 
 
 def active_tracker() -> Tracker | None:
@@ -27,7 +30,7 @@ def active_tracker() -> Tracker | None:
         return None
     from celery import current_app
 
-    tracker = _trackers.get(id(current_app._get_current_object()))
+    tracker = _trackers.get(current_app._get_current_object())
     if tracker is None and len(_trackers) == 1:
-        tracker = next(iter(_trackers.values()))
+        tracker = next(iter(_trackers.values()), None)
     return tracker

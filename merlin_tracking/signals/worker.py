@@ -33,6 +33,14 @@ def consumed_queues(consumer: Any) -> list[str]:
     return sorted({str(queue.name) for queue in queues if getattr(queue, "name", None)})
 
 
+def pool_name(pool: Any) -> str | None:
+    """The pool as named on the command line (solo, prefork, threads, eventlet, gevent)."""
+    if pool is None:
+        return None
+    name = type(pool).__module__.rsplit(".", 1)[-1]
+    return {"thread": "threads"}.get(name, name)
+
+
 class WorkerSession:
     """The records of one worker process, kept current until it stops."""
 
@@ -70,7 +78,7 @@ class WorkerSession:
             status=WorkerStatus.RUNNING,
             launch_cmd=" ".join(sys.argv),
             args={
-                "pool": type(pool).__module__.rsplit(".", 1)[-1] if pool is not None else None,
+                "pool": pool_name(pool),
                 "concurrency": getattr(pool, "limit", None),
                 "queues": queues,
             },
