@@ -7,14 +7,15 @@
 #   1. redis-server is installed from Debian's packages when it is not on PATH. The tests start
 #      their own private redis-server on a free port (tests/conftest.py); nothing here starts,
 #      needs or touches a system Redis on 127.0.0.1:6379.
-#   2. Optional, off by default: RabbitMQ (see MERLIN_TRACKING_NEED_RABBITMQ below).
+#   2. RabbitMQ is installed when missing and started unless it answers on 127.0.0.1:5672: the
+#      signal-hook tests also run Celery on an AMQP broker (skip with
+#      MERLIN_TRACKING_NEED_RABBITMQ=0; those tests are then skipped).
 #   3. The package is installed in editable mode with its test extras.
 #   4. pytest runs with the given arguments. "No tests collected" (exit 5) is a failure too.
 #
 # Environment:
 #   PYTHON                         interpreter to use (default: python3)
-#   MERLIN_TRACKING_NEED_RABBITMQ  1: install RabbitMQ if missing and make sure it answers on
-#                                  127.0.0.1:5672 (default: 0, the core tests do not need it)
+#   MERLIN_TRACKING_NEED_RABBITMQ  0: do not install or start RabbitMQ (default: 1)
 #   MERLIN_TRACKING_VENV           virtualenv used when PYTHON may not pip-install by itself
 #                                  (PEP 668 "externally managed" distribution Python, no pip);
 #                                  default: ~/.cache/merlin_tracking/venv
@@ -25,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PYTHON="${PYTHON:-python3}"
-NEED_RABBITMQ="${MERLIN_TRACKING_NEED_RABBITMQ:-0}"
+NEED_RABBITMQ="${MERLIN_TRACKING_NEED_RABBITMQ:-1}"
 VENV="${MERLIN_TRACKING_VENV:-${HOME:-/root}/.cache/merlin_tracking/venv}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 
@@ -81,7 +82,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 
 # ------------------------------------------------------------------------------ RabbitMQ
-# Optional until a feature's tests need a broker; set MERLIN_TRACKING_NEED_RABBITMQ=1 then.
+# The AMQP path of the signal hooks is tested against a real RabbitMQ.
 rabbitmq_bin() {
     command -v rabbitmq-server 2>/dev/null && return 0
     [ -x /usr/sbin/rabbitmq-server ] && echo /usr/sbin/rabbitmq-server
