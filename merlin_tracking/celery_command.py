@@ -1,4 +1,4 @@
-"""The ``celery tracking`` sub-command and the drop-in hook.
+"""The ``celery tracking`` sub-command (the ``merlin-tracking`` group) and the drop-in hook.
 
 Celery imports every ``celery.commands`` entry point at the start of each ``celery ...``
 command. Importing this module therefore connects a ``worker_init`` receiver, which runs
@@ -9,12 +9,12 @@ configuration or ``MERLIN_TRACKING=0`` in the environment.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
-import click
 from celery import signals
+
+from merlin_tracking.cli.main import cli
 
 
 def _install_on_worker_init(sender: Any = None, **_: Any) -> None:
@@ -36,22 +36,6 @@ def _install_on_worker_init(sender: Any = None, **_: Any) -> None:
 signals.worker_init.connect(_install_on_worker_init, weak=False, dispatch_uid="merlin_tracking")
 
 
-@click.group(name="tracking")
-@click.pass_context
-def tracking(ctx: click.Context) -> None:
-    """Inspect the merlin_tracking ledger of the app given with -A."""
-
-
-@tracking.command()
-@click.pass_context
-def info(ctx: click.Context) -> None:
-    """Print counts, backend and the newest runs as JSON."""
-    from merlin_tracking.config import TrackingConfig
-    from merlin_tracking.database import TrackingDatabase
-
-    app = ctx.obj.app if ctx.obj is not None else None
-    if app is None:
-        raise click.UsageError("give the app with: celery -A PROJ tracking info")
-    config = TrackingConfig.from_app_conf(app.conf)
-    database = TrackingDatabase.from_url(config.url, prefix=config.prefix)
-    click.echo(json.dumps(database.info(), indent=2, default=str))
+# ``celery -A APP tracking ...`` is the ``merlin-tracking`` command group; the app's
+# tracking_url and tracking_prefix are its default store (see merlin_tracking.cli).
+tracking = cli

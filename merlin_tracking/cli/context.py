@@ -1,0 +1,71 @@
+"""Which store a command talks to: ``--url``/``--prefix`` (or ``MERLIN_TRACKING_URL`` and
+``MERLIN_TRACKING_PREFIX``), else the tracking settings of the Celery app given to
+``celery -A APP tracking``, else the package defaults (``TrackingConfig`` without an app)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from merlin_tracking.cli.errors import CliError, ExitCode
+from merlin_tracking.config import TrackingConfig
+from merlin_tracking.database import TrackingDatabase
+from merlin_tracking.stores import DEFAULT_PREFIX
+from merlin_tracking.stores.redis.connection import mask_url
+
+URL_ENV = "MERLIN_TRACKING_URL"
+PREFIX_ENV = "MERLIN_TRACKING_PREFIX"
+
+
+@dataclass
+class CliState:
+    """Options of the root command; opens the database on first use."""
+
+    url: str | None = None
+    prefix: str | None = None
+    app: Any = None  # the Celery app under ``celery tracking``, else None
+    _db: TrackingDatabase | None = field(default=None, repr=False)
+
+    def resolve(self) -> tuple[str, str]:
+        """(url, prefix): options and environment first, then the Celery app's settings."""
+        url, prefix = self.url, self.prefix
+        if url is None or prefix is None:
+            conf = self.app.conf if self.app is not None else {}
+            config = TrackingConfig.from_app_conf(conf)
+            url = url or config.url
+            prefix = prefix or config.prefix
+        if not url:
+            where = (
+                "the app has no tracking_url and no Redis result_backend; "
+                if self.app is not None
+                else ""
+            )
+            raise CliError(
+                f"no tracking store given: {where}use --url URL or set {URL_ENV}",
+                ExitCode.USAGE,
+            )
+        return url, prefix or DEFAULT_PREFIX
+
+    @property
+    def db(self) -> TrackingDatabase:
+        if self._db is None:
+            url, prefix = self.resolve()
+            try:
+                self._db = TrackingDatabase.from_url(url, prefix=prefix)
+            except ValueError as exc:  # malformed URL or prefix (InvalidRecordError included)
+                raise CliError(f"{masked(url)}: {exc}", ExitCode.USAGE) from None
+        return self._db
+
+
+def masked(url: str) -> str:
+    """``url`` with its password masked, even when the URL is malformed."""
+    try:
+        return mask_url(url)
+    except ValueError:
+        return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
+
+
+pass_state = click.make_pass_decorator(CliState)

@@ -1,0 +1,75 @@
+"""The JSON objects the command line prints (schema in ``docs/cli.md``) and the lookups they need.
+
+Each object is the record's ``to_dict()`` (ISO timestamps, enum values, lists) plus a few derived
+fields, always present, so scripts can rely on every key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from merlin_tracking.cli.output import utcnow
+from merlin_tracking.database import TrackingDatabase
+from merlin_tracking.records import LogicalWorker, PhysicalWorker, Run, Study, WorkerStatus
+
+
+def progress(run: Run) -> float | None:
+    """Finished tasks / queued tasks, between 0 and 1; None before any task is queued."""
+    if not run.tasks_queued:
+        return None
+    return min(1.0, run.tasks_finished / run.tasks_queued)
+
+
+def elapsed_seconds(run: Run, now: datetime | None = None) -> float:
+    """Seconds from creation to the last update (finished runs) or to now (active runs)."""
+    end = (now or utcnow()) if run.is_active else run.updated_at
+    return max(0.0, (end - run.created_at).total_seconds())
+
+
+def run_document(run: Run, study_name: str | None, now: datetime | None = None) -> dict[str, Any]:
+    return {
+        **run.to_dict(),
+        "study_name": study_name,
+        "counters": run.counters,
+        "tasks_finished": run.tasks_finished,
+        "progress": progress(run),
+        "active": run.is_active,
+        "elapsed_seconds": round(elapsed_seconds(run, now), 3),
+    }
+
+
+def is_alive(worker: PhysicalWorker) -> bool:
+    """RUNNING with a fresh heartbeat (a RUNNING worker whose liveness expired reads STALLED)."""
+    return worker.status is WorkerStatus.RUNNING
+
+
+def physical_document(worker: PhysicalWorker) -> dict[str, Any]:
+    return {**worker.to_dict(), "alive": is_alive(worker)}
+
+
+def logical_document(worker: LogicalWorker, physical: Sequence[PhysicalWorker]) -> dict[str, Any]:
+    """``physical``: the physical workers of this logical worker, to count the live ones."""
+    live = sum(1 for pw in physical if pw.logical_worker_id == worker.id and is_alive(pw))
+    return {**worker.to_dict(), "live_physical_workers": live}
+
+
+def study_document(study: Study) -> dict[str, Any]:
+    return study.to_dict()
+
+
+def study_names(db: TrackingDatabase, runs: Iterable[Run]) -> dict[str, str]:
+    """Study id -> name for the studies of ``runs`` (one round trip)."""
+    ids = sorted({run.study_id for run in runs if run.study_id})
+    return {study.id: study.name for study in db.store.fetch_many(Study, ids)}
+
+
+def run_documents(db: TrackingDatabase, runs: Sequence[Run]) -> list[dict[str, Any]]:
+    names = study_names(db, runs)
+    now = utcnow()
+    return [run_document(run, names.get(run.study_id or ""), now) for run in runs]
+
+
+def newest_first(runs: Iterable[Run]) -> list[Run]:
+    return sorted(runs, key=lambda run: (run.created_at, run.id), reverse=True)

@@ -1,0 +1,101 @@
+"""``info``: backend, version, counts, runs per status, worker liveness, newest runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from merlin_tracking.cli.context import CliState, pass_state
+from merlin_tracking.cli.documents import run_documents
+from merlin_tracking.cli.options import examples, json_option
+from merlin_tracking.cli.output import echo_json, echo_lines, plural, render_fields
+from merlin_tracking.cli.runs import runs_table
+from merlin_tracking.records import Run, RunStatus, WorkerStatus
+
+
+def info_document(state: CliState, recent: int) -> dict[str, Any]:
+    db = state.db
+    facts = db.info(recent=recent)
+    runs_by_status = {
+        status.value: len(db.store.find_ids(Run, {"status": [status.value]}))
+        for status in RunStatus
+    }
+    workers_by_status = {status.value: 0 for status in WorkerStatus}
+    for worker in db.physical_workers.get_all():
+        workers_by_status[worker.status.value] += 1
+    recent_runs = db.store.fetch_many(Run, [run["id"] for run in facts["recent_runs"]])
+    return {
+        "version": facts["version"],
+        "backend": facts["backend"],
+        "url": facts["url"],
+        "prefix": state.resolve()[1],
+        "server": facts["server"],
+        "counts": facts["counts"],
+        "runs_by_status": runs_by_status,
+        "workers_by_status": workers_by_status,
+        "recent_runs": run_documents(db, recent_runs),
+    }
+
+
+@click.command(
+    epilog=examples(
+        "merlin-tracking --url redis://localhost:6379/0 info",
+        "merlin-tracking info --recent 10 --json",
+    )
+)
+@click.option(
+    "--recent",
+    type=click.IntRange(min=0),
+    metavar="N",
+    default=5,
+    show_default=True,
+    help="How many of the newest runs to list.",
+)
+@json_option
+@pass_state
+def info(state: CliState, recent: int, as_json: bool) -> None:
+    """Backend and version, counts per record type, runs per status, live vs stalled vs
+    stopped workers, and the most recent runs."""
+    document = info_document(state, recent)
+    if as_json:
+        echo_json(document)
+        return
+    server = document["server"]
+    counts = document["counts"]
+    workers = document["workers_by_status"]
+    by_status = document["runs_by_status"]
+    lines = render_fields(
+        [
+            ("Version", f"merlin_tracking {document['version']}"),
+            ("Store", f"{document['backend']} {document['url']}"),
+            ("Prefix", document["prefix"]),
+            (
+                "Server",
+                f"{server.get('server', document['backend'])} {server.get('server_version', '?')}"
+                f", {server.get('used_memory_human', '?')} used",
+            ),
+            (
+                "Records",
+                ", ".join(
+                    [
+                        plural(counts["study"], "study", "studies"),
+                        plural(counts["run"], "run"),
+                        plural(counts["logical_worker"], "logical worker"),
+                        plural(counts["physical_worker"], "physical worker"),
+                    ]
+                ),
+            ),
+            ("Runs", "  ".join(f"{status} {n}" for status, n in by_status.items() if n) or "none"),
+            (
+                "Workers",
+                f"{workers['RUNNING']} live, {workers['STALLED']} stalled, "
+                f"{workers['STOPPED']} stopped, {workers['REBOOTING']} rebooting",
+            ),
+        ]
+    )
+    echo_lines(lines)
+    if document["recent_runs"]:
+        click.echo()
+        click.echo("Most recent runs")
+        echo_lines(runs_table(document["recent_runs"]))
