@@ -127,7 +127,11 @@ class TrackingDatabase:
                 f"not a merlin_tracking export (expected schema {EXPORT_SCHEMA!r})"
             )
         run = Run.from_dict(_dict_field(document, "run"))
+        if not run.workspace:
+            raise InvalidRecordError("export document: the run has an empty workspace")
         study_doc = document.get("study")
+        if study_doc is not None and not isinstance(study_doc, Mapping):
+            raise InvalidRecordError("export document: 'study' must be an object or null")
         study = Study.from_dict({**study_doc, "runs": []}) if study_doc else None
         logical = [
             LogicalWorker.from_dict({**doc, "runs": [], "physical_workers": []})

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
 from merlin_tracking.errors import InvalidRecordError, TrackingError
+from merlin_tracking.ids import looks_like_id
 from merlin_tracking.records.codec import Codec, dumps, loads
 
 R = TypeVar("R", bound="Record")
@@ -122,6 +123,9 @@ class Record:
         unknown = set(data) - names
         if unknown:
             raise InvalidRecordError(f"{cls.ENTITY}: unknown field(s) {sorted(unknown)}")
+        record_id = data.get("id")
+        if not isinstance(record_id, str) or not looks_like_id(record_id):
+            raise InvalidRecordError(f"{cls.ENTITY}.id: {record_id!r} is not a record id")
         values: dict[str, Any] = {}
         for name, value in data.items():
             if isinstance(value, str) and _is_datetime_field(cls, name):

@@ -12,6 +12,8 @@ import threading
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from merlin_tracking.errors import InvalidRecordError
 
@@ -55,6 +57,9 @@ def client_for(url: str) -> redis.Redis:
                     socket_connect_timeout=CONNECT_TIMEOUT,
                     health_check_interval=30,
                     decode_responses=False,
+                    # Two quick retries ride out a dropped connection; a refused one fails
+                    # fast (callers buffer or report it) instead of backing off for seconds.
+                    retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
                 )
                 _clients[cache_key] = client
     return client
