@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 
 class TrackingError(Exception):
@@ -15,9 +16,12 @@ class EntityNotFoundError(TrackingError, LookupError):
     entity = "record"
 
     def __init__(self, identifier: str, detail: str = "") -> None:
-        self.identifier = identifier
+        self.identifier, self.detail = identifier, detail
         message = f"no {self.entity} matches {identifier!r}"
         super().__init__(f"{message}: {detail}" if detail else message)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes (prefork logging)
+        return type(self), (self.identifier, self.detail)
 
 
 class StudyNotFoundError(EntityNotFoundError):
@@ -44,13 +48,12 @@ class DuplicateEntityError(TrackingError):
     """A unique field (study name, run workspace, worker name) is already taken."""
 
     def __init__(self, entity: str, field: str, value: str, existing_id: str) -> None:
-        self.entity, self.field, self.value, self.existing_id = (
-            entity,
-            field,
-            value,
-            existing_id,
-        )
+        self.entity, self.field = entity, field
+        self.value, self.existing_id = value, existing_id
         super().__init__(f"a {entity} with {field} {value!r} already exists (id {existing_id})")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.entity, self.field, self.value, self.existing_id)
 
 
 class InvalidTransitionError(TrackingError, ValueError):
@@ -61,8 +64,11 @@ class StoreUnavailableError(TrackingError, ConnectionError):
     """The backing store could not be reached; the URL is shown with its password masked."""
 
     def __init__(self, url: str, reason: str) -> None:
-        self.url = url
+        self.url, self.reason = url, reason
         super().__init__(f"tracking store at {url} is unavailable: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.url, self.reason)
 
 
 def choices(values: Iterable[str]) -> str:

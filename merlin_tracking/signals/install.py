@@ -56,6 +56,7 @@ def install(app: Celery) -> Tracker | None:
         return existing
     config = TrackingConfig.from_app_conf(app.conf)
     if not config.enabled:
+        state.register_disabled(app)
         return None
     tracker = state.register(app, Tracker(config))
     _connect_signals()

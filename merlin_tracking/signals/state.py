@@ -10,14 +10,24 @@ from merlin_tracking.signals.tracker import Tracker
 
 # Keyed by the app object itself (weakly), so a collected app's tracker can never be handed to
 # a new app that happens to reuse its id().
-_trackers: weakref.WeakKeyDictionary[Any, Tracker] = weakref.WeakKeyDictionary()
+# An app installed with tracking off maps to None, so it never borrows another app's tracker.
+_trackers: weakref.WeakKeyDictionary[Any, Tracker | None] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
 def register(app: Any, tracker: Tracker) -> Tracker:
     """Attach ``tracker`` to ``app`` unless it has one; return the app's tracker."""
     with _lock:
-        return _trackers.setdefault(app, tracker)
+        existing = _trackers.get(app)
+        if existing is None:
+            _trackers[app] = existing = tracker
+        return existing
+
+
+def register_disabled(app: Any) -> None:
+    """Remember that ``app`` is not tracked (its messages must not go to another ledger)."""
+    with _lock:
+        _trackers.setdefault(app, None)
 
 
 def tracker_for(app: Any) -> Tracker | None:
@@ -30,7 +40,8 @@ def active_tracker() -> Tracker | None:
         return None
     from celery import current_app
 
-    tracker = _trackers.get(current_app._get_current_object())
-    if tracker is None and len(_trackers) == 1:
-        tracker = next(iter(_trackers.values()), None)
-    return tracker
+    app = current_app._get_current_object()
+    if app in _trackers:
+        return _trackers[app]
+    trackers = [tracker for tracker in _trackers.values() if tracker is not None]
+    return trackers[0] if len(trackers) == 1 else None

@@ -64,8 +64,13 @@ def on_task_retry(sender: Any = None, request: Any = None, **_: Any) -> None:
 
 
 def on_task_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
-    # ``request`` is the worker's Request object here; its headers are in ``request_dict``.
-    _report(_RequestHeaders(request), getattr(request, "id", None), TaskEventKind.REVOKED)
+    # Celery passes the task's Context (headers are attributes); a worker Request object keeps
+    # them in ``request_dict``; failing both, use what task_received saw.
+    task_id = getattr(request, "id", None)
+    if run_of_request(request) is None:
+        headers = _RequestHeaders(request)
+        request = headers if run_of_request(headers) else _received.get(str(task_id))
+    _report(request, task_id, TaskEventKind.REVOKED)
 
 
 class _Recent:
