@@ -444,7 +444,7 @@ def bench_size(
 
 # --------------------------------------------------------------------------- memory
 KEY_GROUPS: tuple[tuple[str, str], ...] = (
-    ("run hash (run:<id>)", r"run:[0-9a-z]{12}"),
+    ("run hash (run:<n>)", r"run:[0-9]+"),
     ("run:status:<S> sets", r"run:status:.+"),
     ("run:queue:<q> sets", r"run:queue:.+"),
     ("run:workspace index hash", r"run:workspace"),
@@ -565,7 +565,7 @@ def sample_run_hashes(
     keys = [
         k
         for k in client.scan_iter(match="{" + prefix + "}:run:*", count=1000)
-        if re.fullmatch(r"\{[^}]+\}:run:[0-9a-z]{12}", k)
+        if re.fullmatch(r"\{[^}]+\}:run:[0-9]+", k)
     ][:sample]
     payloads, counts = [], []
     long_values: Counter[str] = Counter()

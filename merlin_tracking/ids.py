@@ -1,6 +1,7 @@
 """Record identifiers.
 
-Ids are 12 lowercase Crockford base32 characters (60 bits). Generated ids put the creation time
+Run ids are "r" + a sequence number the store assigns (see ``run_id``). Other ids are 12
+lowercase Crockford base32 characters (60 bits). Generated ids put the creation time
 in microseconds in their top 52 bits, so sorting ids sorts records by creation time and the
 creation timestamp can be read back from the id. Logical worker ids are a digest of the worker's
 name and sorted queues instead, so every process derives the same id for the same worker.
@@ -75,6 +76,43 @@ def logical_worker_id(name: str, queues: Iterable[str]) -> str:
     return _encode(digest >> 4)
 
 
+RUN_ID_PREFIX = "r"
+_MAX_SEQUENCE_DIGITS = 18
+
+
+def run_id(sequence: int | str) -> str:
+    """Public id of the run with store sequence number ``sequence`` ("r" + decimal).
+
+    Run ids come from a sequence the store assigns, so they sort by creation and indexes can
+    hold them as small integers (Redis keeps small integer sets as compact intsets).
+    """
+    return f"{RUN_ID_PREFIX}{int(sequence)}"
+
+
+def run_sequence(value: str) -> str | None:
+    """The sequence number (decimal text) inside a run id, or None if ``value`` is not one."""
+    digits = value[1:]
+    if (
+        value[:1] == RUN_ID_PREFIX
+        and 0 < len(digits) <= _MAX_SEQUENCE_DIGITS
+        and digits.isascii()
+        and digits.isdigit()
+        and digits[0] != "0"
+    ):
+        return digits
+    return None
+
+
 def looks_like_id(value: str) -> bool:
     """True when ``value`` has the shape of an id (it may still not exist)."""
+    if run_sequence(value) is not None:
+        return True
     return len(value) == ID_LENGTH and all(char in ALPHABET for char in value)
+
+
+def id_sort_key(value: str) -> tuple[int, str]:
+    """Creation order of ids of one type: run ids numerically, other ids as text."""
+    sequence = run_sequence(value)
+    if sequence is not None:
+        return int(sequence), ""
+    return 0, value

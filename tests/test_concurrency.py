@@ -39,7 +39,8 @@ from merlin_tracking import (
     WorkerNotFoundError,
     WorkerStatus,
 )
-from merlin_tracking.ids import looks_like_id
+from merlin_tracking.ids import looks_like_id, run_sequence
+from merlin_tracking.ids import run_id as make_run_id
 from merlin_tracking.records import LogicalWorker
 from merlin_tracking.stores.redis.keys import KeySpace, digest
 
@@ -371,8 +372,21 @@ def assert_no_dangling(db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
     keys = KeySpace(prefix)
     k = keys.key
 
+    # Sets that hold runs hold their sequence numbers (run id "r12" is member "12").
+    run_sets = (":run:status:", ":run:queue:", ":runs")
+
     def members(key: str) -> set[str]:
-        return set_members(raw_redis, key)
+        found = set_members(raw_redis, key)
+        if any(marker in key for marker in run_sets) or key.endswith(":runs"):
+            return {make_run_id(m) for m in found}
+        return found
+
+    def record_key(segment: str, record_id: str) -> str:
+        return (
+            k(segment, run_sequence(record_id) or record_id)
+            if segment == "run"
+            else k(segment, record_id)
+        )
 
     def index(key: str) -> dict[bytes, str]:
         return {
@@ -399,6 +413,8 @@ def assert_no_dangling(db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
         name = _text(raw_key)
         segment, _, rest = name[start:].partition(":")
         head, _, tail = rest.partition(":")
+        if segment == "run" and head.isdigit():
+            head = make_run_id(head)
         if looks_like_id(head) and tail == "" and segment in hashes:
             hashes[segment].add(head)
         elif looks_like_id(head) and tail:
@@ -477,7 +493,7 @@ def assert_no_dangling(db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
         ("pw", set(pws), WorkerStatus.RUNNING.value),
     ):
         for record_id in ids_of_type:
-            stored = raw_redis.hget(k(segment, record_id), "status")
+            stored = raw_redis.hget(record_key(segment, record_id), "status")
             statuses[record_id] = default if stored is None else str(json.loads(stored))
     for segment, enum, ids_of_type in (
         ("run", list(RunStatus), set(runs)),
@@ -525,7 +541,7 @@ def assert_no_dangling(db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
         (k("run", "workspace"), runs, "workspace"),
         (k("pw", "name"), pws, "name"),
     ):
-        wanted = {digest(getattr(r, field)): r.id for r in records.values()}
+        wanted = {digest(getattr(r, field)): run_sequence(r.id) or r.id for r in records.values()}
         check(index(index_key) == wanted, f"unique index {index_key} disagrees with the records")
 
     assert not problems, f"{len(problems)} dangling reference(s):\n" + "\n".join(problems[:30])

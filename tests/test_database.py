@@ -58,4 +58,6 @@ def test_delete_everything_empties_the_prefix(
     db.physical_workers.create("w@n", pid=1, logical_worker_id=lw.id)
     db.delete_everything()
     assert db.info()["counts"] == {"study": 0, "run": 0, "logical_worker": 0, "physical_worker": 0}
-    assert list(raw_redis.scan_iter(match="{" + prefix + "}*")) == []
+    # Only the run id sequence is kept, so run ids are never reused within a ledger.
+    left = [k.decode() for k in raw_redis.scan_iter(match="{" + prefix + "}*")]
+    assert left == ["{" + prefix + "}:run:seq"]

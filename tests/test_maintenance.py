@@ -107,7 +107,7 @@ def test_gc_repairs_references_to_records_removed_by_hand(
     run = db.runs.create("s", "/ws", ["q"])
     other = db.runs.create("s", "/ws2", ["q"])
     tag = "{" + prefix + "}"
-    raw_redis.delete(f"{tag}:run:{other.id}")  # as if an operator deleted a key by hand
+    raw_redis.delete(f"{tag}:run:{other.id[1:]}")  # as if an operator deleted a key by hand
     raw_redis.delete(f"{tag}:lw:{lw.id}")
     raw_redis.srem(f"{tag}:lw:ids", lw.id)
     report = db.collect_garbage(timedelta(days=1))

@@ -164,9 +164,9 @@ def test_deleting_a_run_removes_its_task_states(
 ) -> None:  # type: ignore[no-untyped-def]
     run = db.runs.create("s", "/ws", ["q"])
     db.runs.record_events(events(run.id, ("t", P)))
-    assert raw_redis.exists("{" + prefix + "}:run:" + run.id + ":tasks")
+    assert raw_redis.exists("{" + prefix + "}:run:" + run.id[1:] + ":tasks")
     db.runs.delete(run.id)
-    assert not raw_redis.exists("{" + prefix + "}:run:" + run.id + ":tasks")
+    assert not raw_redis.exists("{" + prefix + "}:run:" + run.id[1:] + ":tasks")
 
 
 def test_worker_joining_later_attaches_to_active_runs_only(db: TrackingDatabase) -> None:

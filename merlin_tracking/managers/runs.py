@@ -23,6 +23,8 @@ from merlin_tracking.records.run import COUNTERS
 from merlin_tracking.records.status import RUN_TRANSITIONS, allowed_sources
 from merlin_tracking.stores.base import TrackingStore
 
+PENDING_RUN_ID = "r0"
+
 # Fields a caller may set through ``create``/``update``; anything else goes to additional_data.
 SETTABLE = ("status", "parameters", "samples", "parent", "child", "additional_data")
 # Fields only the store maintains.
@@ -64,9 +66,9 @@ class RunManager(Manager[Run]):
         known = {k: v for k, v in kwargs.items() if k in SETTABLE}
         extra = {k: v for k, v in kwargs.items() if k not in SETTABLE}
         additional = {**known.pop("additional_data", {}), **extra}
-        run_id, created_at = new_id()
+        _, created_at = new_id()
         run = Run(
-            id=run_id,
+            id=PENDING_RUN_ID,  # the store assigns the id
             study_id="",
             workspace=workspace,
             queues=queue_list,

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+from merlin_tracking.ids import id_sort_key
 from merlin_tracking.records import (
     LogicalWorker,
     PhysicalWorker,
@@ -61,7 +62,10 @@ class TrackingStore(ABC):
 
     @abstractmethod
     def create_run(self, run: Run, keep_id: bool = False) -> Run:
-        """Insert ``run`` into the existing study ``run.study_id``.
+        """Insert ``run`` into the existing study ``run.study_id`` under a new id.
+
+        The store assigns run ids from its own sequence (``ids.run_id``), so they sort by
+        creation; ``run.id`` is ignored unless ``keep_id``.
 
         With ``keep_id`` (import) an existing run id raises ``DuplicateEntityError``; otherwise
         a clashing generated id is replaced by a fresh one.
@@ -207,7 +211,7 @@ class TrackingStore(ABC):
             records = self.fetch_many(record_type, ids)
             records.sort(key=lambda rec: (rec.created_at, rec.id))
             return records[:limit] if limit is not None else records
-        ids.sort()
+        ids.sort(key=id_sort_key)
         if limit is not None:
             ids = ids[:limit]
         return self.fetch_many(record_type, ids)

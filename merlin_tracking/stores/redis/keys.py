@@ -5,18 +5,19 @@ of one prefix live in one slot and every multi-key script runs unchanged on a cl
 outside the prefix is ever read, scanned or deleted.
 
     {p}:study:<id>            hash   study fields (JSON per field)
-    {p}:study:<id>:runs       set    run ids of the study (also the run ``study_id`` index)
+    {p}:study:<id>:runs       set    run numbers of the study (also the ``study_id`` index)
     {p}:study:ids             set    all study ids
     {p}:study:name            hash   digest(name) -> id (unique)
-    {p}:run:<id>              hash   run fields; ``workers`` and ``queues`` are JSON lists,
+    {p}:run:seq               string the run sequence: run "r<n>" is stored as <n>
+    {p}:run:<n>               hash   run fields; ``workers`` and ``queues`` are JSON lists,
                                      task counters are plain integers (HINCRBY)
-    {p}:run:<id>:tasks        hash   task id -> state letter, so each task counts once
-    {p}:run:status:<S>        set    run ids by status (their union is every run)
-    {p}:run:queue:<q>         set    run ids by queue
+    {p}:run:<n>:tasks         hash   task id -> state letter, so each task counts once
+    {p}:run:status:<S>        set    run numbers by status (their union is every run)
+    {p}:run:queue:<q>         set    run numbers by queue
     {p}:run:workspace         hash   digest(workspace) -> id (unique)
     {p}:run:recent            list   newest run ids, capped (for ``info``)
     {p}:lw:<id>               hash   logical worker fields
-    {p}:lw:<id>:runs          set    run ids served (also the run ``workers`` index)
+    {p}:lw:<id>:runs          set    run numbers served (also the run ``workers`` index)
     {p}:lw:<id>:physical      set    physical worker ids
     {p}:lw:ids / name:<n> / queue:<q>   sets of logical worker ids
     {p}:pw:<id>               hash   physical worker fields
@@ -24,7 +25,9 @@ outside the prefix is ever read, scanned or deleted.
     {p}:pw:ids / status:<S> / host:<h>  sets of physical worker ids
     {p}:pw:name               hash   digest(name) -> id (unique)
 
-Unique indexes are keyed by the first 12 bytes of the value's SHA-1, so workspaces of any length
+Sets of runs hold run numbers, which Redis keeps as compact intsets (up to 512 members by
+default). A field value longer than 64 bytes is split over ``name``, ``name+1``, ... so record
+hashes keep the compact listpack encoding. Unique indexes are keyed by the first 12 bytes of the value's SHA-1, so workspaces of any length
 or content cost the same few bytes; scripts compute the same digest with ``redis.sha1hex``.
 """
 

@@ -21,8 +21,48 @@ local function digest(value)
   return table.concat(out)
 end
 
-local function jget(hkey, field, default)
+-- Values longer than CHUNK bytes are split over the fields name, name+1, name+2, ... so that
+-- record hashes keep Redis's compact listpack encoding (hash-max-listpack-value defaults to 64).
+local CHUNK = 64
+
+local function hget_full(hkey, field)
   local raw = redis.call('HGET', hkey, field)
+  if not raw or #raw < CHUNK then return raw end
+  local parts, i = {raw}, 1
+  while true do
+    local part = redis.call('HGET', hkey, field .. '+' .. i)
+    if not part then break end
+    parts[#parts + 1] = part
+    i = i + 1
+    if #part < CHUNK then break end
+  end
+  return table.concat(parts)
+end
+
+local function hdel_full(hkey, field)
+  local i = 1
+  while redis.call('HDEL', hkey, field .. '+' .. i) == 1 do i = i + 1 end
+  return redis.call('HDEL', hkey, field)
+end
+
+local function hset_full(hkey, field, value)
+  local i = 1
+  while redis.call('HDEL', hkey, field .. '+' .. i) == 1 do i = i + 1 end
+  if #value <= CHUNK then
+    redis.call('HSET', hkey, field, value)
+    return
+  end
+  local n, pos = 0, 1
+  while pos <= #value do
+    local name = field
+    if n > 0 then name = field .. '+' .. n end
+    redis.call('HSET', hkey, name, string.sub(value, pos, pos + CHUNK - 1))
+    n, pos = n + 1, pos + CHUNK
+  end
+end
+
+local function jget(hkey, field, default)
+  local raw = hget_full(hkey, field)
   if not raw then return default end
   local value = cjson.decode(raw)
   if value == cjson.null then return default end
@@ -43,7 +83,7 @@ local function list_add(hkey, field, member)
   end
   items[#items + 1] = member
   table.sort(items)
-  redis.call('HSET', hkey, field, encode_list(items))
+  hset_full(hkey, field, encode_list(items))
   return 1
 end
 
@@ -54,19 +94,26 @@ local function list_remove(hkey, field, member)
     if item ~= member then kept[#kept + 1] = item end
   end
   if #kept == #items then return 0 end
-  if #kept == 0 then redis.call('HDEL', hkey, field) else redis.call('HSET', hkey, field, encode_list(kept)) end
+  if #kept == 0 then hdel_full(hkey, field) else hset_full(hkey, field, encode_list(kept)) end
   return 1
 end
 
-local function hset_pairs(hkey, pairs, first)
+local function hset_pairs(hkey, pairs, first, fresh)
   -- pairs: flat array name, json, name, json...; an empty json text deletes the field.
+  -- ``fresh``: the hash is new, so short values go out in one HSET with no stale chunks.
+  local short = {}
   for i = first, #pairs, 2 do
-    if pairs[i + 1] == '' then
-      redis.call('HDEL', hkey, pairs[i])
+    local name, value = pairs[i], pairs[i + 1]
+    if value == '' then
+      hdel_full(hkey, name)
+    elseif fresh and #value <= CHUNK then
+      short[#short + 1] = name
+      short[#short + 1] = value
     else
-      redis.call('HSET', hkey, pairs[i], pairs[i + 1])
+      hset_full(hkey, name, value)
     end
   end
+  if #short > 0 then redis.call('HSET', hkey, unpack(short)) end
 end
 
 local function pairs_to_map(flat, first)
@@ -140,18 +187,30 @@ local skey = key('study', ARGV[3])
 if redis.call('EXISTS', skey) == 1 then return {-1} end
 redis.call('HSET', key('study', 'name'), ARGV[2], ARGV[3])
 redis.call('SADD', key('study', 'ids'), ARGV[3])
-hset_pairs(skey, ARGV, 4)
+hset_pairs(skey, ARGV, 4, true)
 return {1, ARGV[3]}
 
 --@@ create_run
--- ARGV: P, workspace digest, run id, study id, status, queue count n, n queues, field pairs...
--- -> {1, attached worker ids...} | {0, existing id} | {-1} id clash | {-2} study missing
+-- ARGV: P, workspace digest, sequence ('' = allocate), study id, status, queue count n,
+--       n queues, field pairs...
+-- Runs are numbered by a per-prefix sequence ({P}:run:seq): ids sort by creation and index
+-- sets hold small integers, which Redis stores as compact intsets.
+-- -> {1, sequence, attached worker ids...} | {0, existing sequence} | {-1} sequence taken
+--    (import) | {-2} study missing
 local existing = redis.call('HGET', key('run', 'workspace'), ARGV[2])
 if existing then return {0, existing} end
-local run_id = ARGV[3]
-local rkey = key('run', run_id)
-if redis.call('EXISTS', rkey) == 1 then return {-1} end
 if redis.call('EXISTS', key('study', ARGV[4])) == 0 then return {-2} end
+local seq_key = key('run', 'seq')
+local run_id = ARGV[3]
+if run_id == '' then
+  run_id = tostring(redis.call('INCR', seq_key))
+else
+  if redis.call('EXISTS', key('run', run_id)) == 1 then return {-1} end
+  if tonumber(redis.call('GET', seq_key) or '0') < tonumber(run_id) then
+    redis.call('SET', seq_key, run_id)
+  end
+end
+local rkey = key('run', run_id)
 local nq = tonumber(ARGV[6])
 local lw_keys = {}
 for i = 7, 6 + nq do
@@ -159,17 +218,17 @@ for i = 7, 6 + nq do
   lw_keys[#lw_keys + 1] = key('lw', 'queue', ARGV[i])
 end
 redis.call('HSET', key('run', 'workspace'), ARGV[2], run_id)
-hset_pairs(rkey, ARGV, 7 + nq)
+hset_pairs(rkey, ARGV, 7 + nq, true)
 redis.call('SADD', key('study', ARGV[4], 'runs'), run_id)
 redis.call('SADD', key('run', 'status', ARGV[5]), run_id)
 local workers = {}
 if #lw_keys > 0 then workers = redis.call('SUNION', unpack(lw_keys)) end
 table.sort(workers)
 for _, w in ipairs(workers) do redis.call('SADD', key('lw', w, 'runs'), run_id) end
-if #workers > 0 then redis.call('HSET', rkey, 'workers', encode_list(workers)) end
+if #workers > 0 then hset_full(rkey, 'workers', encode_list(workers)) end
 redis.call('LPUSH', key('run', 'recent'), run_id)
 redis.call('LTRIM', key('run', 'recent'), 0, 49)
-local result = {1}
+local result = {1, run_id}
 for _, w in ipairs(workers) do result[#result + 1] = w end
 return result
 
@@ -211,7 +270,7 @@ local nq = tonumber(ARGV[4])
 for i = 5, 4 + nq do redis.call('SADD', key('lw', 'queue', ARGV[i]), ARGV[2]) end
 redis.call('SADD', key('lw', 'name', ARGV[3]), ARGV[2])
 redis.call('SADD', key('lw', 'ids'), ARGV[2])
-hset_pairs(wkey, ARGV, 5 + nq)
+hset_pairs(wkey, ARGV, 5 + nq, true)
 return 1
 
 --@@ delete_logical_workers
@@ -287,12 +346,12 @@ local old_status = jget(pkey, 'status', nil)
 local old_host = jget(pkey, 'host', nil)
 local old_lw = jget(pkey, 'logical_worker_id', nil)
 if outcome == 1 then
-  for i = create_first, #ARGV, 2 do redis.call('HSET', pkey, ARGV[i], ARGV[i + 1]) end
+  for i = create_first, #ARGV, 2 do hset_full(pkey, ARGV[i], ARGV[i + 1]) end
 end
 if outcome ~= 0 then
-  for i = start_first, create_first - 1, 2 do redis.call('HSET', pkey, ARGV[i], ARGV[i + 1]) end
+  for i = start_first, create_first - 1, 2 do hset_full(pkey, ARGV[i], ARGV[i + 1]) end
 end
-for i = always_first, start_count_at - 1, 2 do redis.call('HSET', pkey, ARGV[i], ARGV[i + 1]) end
+for i = always_first, start_count_at - 1, 2 do hset_full(pkey, ARGV[i], ARGV[i + 1]) end
 local new_status = jget(pkey, 'status', 'RUNNING')
 if old_status ~= new_status then
   if old_status then redis.call('SREM', key('pw', 'status', old_status), id) end
@@ -340,7 +399,7 @@ local rkey = key(entity, id)
 if redis.call('EXISTS', rkey) == 0 then return -1 end
 local n_expect = tonumber(ARGV[4])
 for i = 5, 4 + 2 * n_expect, 2 do
-  if (redis.call('HGET', rkey, ARGV[i]) or '') ~= ARGV[i + 1] then return 0 end
+  if (hget_full(rkey, ARGV[i]) or '') ~= ARGV[i + 1] then return 0 end
 end
 local changes = pairs_to_map(ARGV, 5 + 2 * n_expect)
 local new_lw = changes['logical_worker_id']

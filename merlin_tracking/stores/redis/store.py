@@ -23,7 +23,7 @@ from merlin_tracking.errors import (
     StudyNotFoundError,
     WorkerNotFoundError,
 )
-from merlin_tracking.ids import looks_like_id, new_id
+from merlin_tracking.ids import looks_like_id, new_id, run_id, run_sequence
 from merlin_tracking.records import (
     LogicalWorker,
     PhysicalWorker,
@@ -63,6 +63,31 @@ _NOT_FOUND: dict[str, type[EntityNotFoundError]] = {
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _seq(record_id: str) -> str:
+    """Member of Redis sets and key part for a run id; "0" (never allocated) if not a run id."""
+    return run_sequence(record_id) or "0"
+
+
+def _rid(member: bytes | str) -> str:
+    return run_id(_text(member))
+
+
+def _join_chunks(raw: Mapping[bytes, bytes]) -> dict[str, str]:
+    """Record fields from HGETALL, with values split by the scripts (``name+1``...) rejoined."""
+    parts: dict[str, dict[int, bytes]] = {}
+    for raw_name, value in raw.items():
+        name = _text(raw_name)
+        base, plus, index = name.rpartition("+")
+        if plus and index.isdigit():
+            parts.setdefault(base, {})[int(index)] = value
+        else:
+            parts.setdefault(name, {})[0] = value
+    return {
+        name: b"".join(chunks[i] for i in sorted(chunks)).decode("utf-8")
+        for name, chunks in parts.items()
+    }
 
 
 def _pairs(fields: Mapping[str, str]) -> list[str]:
@@ -126,38 +151,40 @@ class RedisStore(TrackingStore):
     def create_run(self, run: Run, keep_id: bool = False) -> Run:
         if run.study_id is None:
             raise InvalidRecordError("a new run needs a study_id")
-        for _ in range(_ID_CLASH_RETRIES):
-            fields = run.to_fields()
-            fields.pop("workers", None)  # attached by the script from the worker indexes
-            result = self._run(
-                "create_run",
-                [
-                    digest(run.workspace),
-                    run.id,
-                    run.study_id,
-                    run.status.value,
-                    len(run.queues),
-                    *run.queues,
-                    *_pairs(fields),
-                ],
-                self.keys.key("run", "workspace"),
-            )
-            status = result[0]
-            if status == 1:
-                workers = tuple(sorted(_text(w) for w in result[1:]))
-                return run.replace(workers=workers)
-            if status == 0:
-                raise DuplicateEntityError("run", "workspace", run.workspace, _text(result[1]))
-            if status == -2:
-                raise StudyNotFoundError(run.study_id, "it was deleted while the run was created")
-            if keep_id:
-                raise DuplicateEntityError("run", "id", run.id, run.id)
-            fresh_id, created_at = new_id()
-            run = run.replace(id=fresh_id, created_at=created_at, updated_at=created_at)
-        raise RuntimeError("could not allocate a unique run id")  # pragma: no cover
+        sequence = ""
+        if keep_id:
+            sequence = run_sequence(run.id) or ""
+            if not sequence:
+                raise InvalidRecordError(f"{run.id!r} is not a run id (r<number>)")
+        fields = run.to_fields()
+        fields.pop("workers", None)  # attached by the script from the worker indexes
+        result = self._run(
+            "create_run",
+            [
+                digest(run.workspace),
+                sequence,
+                run.study_id,
+                run.status.value,
+                len(run.queues),
+                *run.queues,
+                *_pairs(fields),
+            ],
+            self.keys.key("run", "workspace"),
+        )
+        status = result[0]
+        if status == 1:
+            workers = tuple(sorted(_text(w) for w in result[2:]))
+            return run.replace(id=_rid(result[1]), workers=workers)
+        if status == 0:
+            raise DuplicateEntityError("run", "workspace", run.workspace, _rid(result[1]))
+        if status == -2:
+            raise StudyNotFoundError(run.study_id, "it was deleted while the run was created")
+        raise DuplicateEntityError("run", "id", run.id, run.id)
 
     def add_run_queues(self, run_id: str, queues: Sequence[str]) -> Run:
-        result = self._run("add_run_queues", [run_id, *queues], self.keys.record("run", run_id))
+        result = self._run(
+            "add_run_queues", [_seq(run_id), *queues], self.keys.record("run", _seq(run_id))
+        )
         if result[0] == -1:
             raise RunNotFoundError(run_id)
         run = self.fetch(Run, run_id)
@@ -239,10 +266,11 @@ class RedisStore(TrackingStore):
             name: self._encode_or_clear(record_type, name, v) for name, v in (expect or {}).items()
         }
         segment = ENTITY_SEGMENT[record_type.ENTITY]
+        member = _seq(record_id) if record_type is Run else record_id
         result = self._run(
             "update_fields",
-            [segment, record_id, len(expected), *_pairs(expected), *_pairs(encoded)],
-            self.keys.record(record_type.ENTITY, record_id),
+            [segment, member, len(expected), *_pairs(expected), *_pairs(encoded)],
+            self.keys.record(record_type.ENTITY, member),
         )
         if result == -1:
             raise _NOT_FOUND[record_type.ENTITY](record_id)
@@ -263,8 +291,8 @@ class RedisStore(TrackingStore):
     def link_run_worker(self, run_id: str, worker_id: str, linked: bool = True) -> bool:
         result = self._run(
             "link_run_worker",
-            [run_id, worker_id, "1" if linked else "0"],
-            self.keys.record("run", run_id),
+            [_seq(run_id), worker_id, "1" if linked else "0"],
+            self.keys.record("run", _seq(run_id)),
         )
         if result == -1:
             raise RunNotFoundError(run_id)
@@ -275,15 +303,18 @@ class RedisStore(TrackingStore):
     def apply_task_events(self, events: Sequence[TaskEvent]) -> list[str]:
         if not events:
             return []
-        payload = json.dumps([event.to_json() for event in events], ensure_ascii=False)
+        by_member = {_seq(event.run_id): event.run_id for event in events}
+        payload = json.dumps(
+            [{**event.to_json(), "r": _seq(event.run_id)} for event in events], ensure_ascii=False
+        )
         now = Run.encode_field("updated_at", datetime.now(timezone.utc))
         missing = self._run("task_events", [payload, now], self.keys.key("run", "workspace"))
-        return [_text(run_id) for run_id in missing]
+        return [by_member.get(_text(member), _rid(member)) for member in missing]
 
     def change_publishing(self, run_id: str, delta: int) -> RunStatus | None:
         now = Run.encode_field("updated_at", datetime.now(timezone.utc))
         status = self._run(
-            "change_publishing", [run_id, delta, now], self.keys.record("run", run_id)
+            "change_publishing", [_seq(run_id), delta, now], self.keys.record("run", _seq(run_id))
         )
         return RunStatus(_text(status)) if status else None
 
@@ -293,8 +324,8 @@ class RedisStore(TrackingStore):
         now = Run.encode_field("updated_at", datetime.now(timezone.utc))
         result = self._run(
             "set_run_status",
-            [run_id, status.value, now, *(s.value for s in allowed_from)],
-            self.keys.record("run", run_id),
+            [_seq(run_id), status.value, now, *(s.value for s in allowed_from)],
+            self.keys.record("run", _seq(run_id)),
         )
         if result[0] == -1:
             raise RunNotFoundError(run_id)
@@ -304,7 +335,7 @@ class RedisStore(TrackingStore):
         attached = self._run(
             "attach_worker_to_runs", [worker_id], self.keys.record("logical_worker", worker_id)
         )
-        return [_text(run_id) for run_id in attached]
+        return [_rid(member) for member in attached]
 
     def heartbeat(self, worker_id: str, at: datetime) -> bool:
         stamp = PhysicalWorker.encode_field("heartbeat_timestamp", at)
@@ -317,7 +348,7 @@ class RedisStore(TrackingStore):
     def find_dangling(self) -> list[DanglingReference]:
         status_keys = self._all_ids_group(Run)
         with self._guard():
-            indexed_runs = {_text(m) for m in self.client.sunion(status_keys)}
+            indexed_runs = {_rid(m) for m in self.client.sunion(status_keys)}
         runs = self.fetch_many(Run, sorted(indexed_runs))
         run_ids = {run.id for run in runs}
         studies = self.fetch_many(Study, sorted(self.find_ids(Study, {})))
@@ -368,16 +399,17 @@ class RedisStore(TrackingStore):
         ops: list[list[str]] = []
         for ref in references:
             if ref.owner_type == "index":
-                ops += [["srem", key, ref.missing] for key in self._all_ids_group(Run)]
+                ops += [["srem", key, _seq(ref.missing)] for key in self._all_ids_group(Run)]
             elif ref.owner_type == "run" and ref.field == "study_id":
-                ops.append(["hset", k("run", ref.owner_id), "study_id", "null"])
+                ops.append(["hset", k("run", _seq(ref.owner_id)), "study_id", "null"])
             elif ref.owner_type == "run":
-                ops.append(["list_remove", k("run", ref.owner_id), "workers", ref.missing])
+                ops.append(["list_remove", k("run", _seq(ref.owner_id)), "workers", ref.missing])
             elif ref.owner_type == "study":
-                ops.append(["srem", k("study", ref.owner_id, "runs"), ref.missing])
+                ops.append(["srem", k("study", ref.owner_id, "runs"), _seq(ref.missing)])
             elif ref.owner_type == "logical_worker":
                 suffix = _RELATION_SUFFIX[ref.field]
-                ops.append(["srem", k("lw", ref.owner_id, suffix), ref.missing])
+                missing = _seq(ref.missing) if ref.field == "runs" else ref.missing
+                ops.append(["srem", k("lw", ref.owner_id, suffix), missing])
             elif ref.owner_type == "physical_worker":
                 ops.append(["hdel", k("pw", ref.owner_id), "logical_worker_id"])
         if not ops:
@@ -394,7 +426,7 @@ class RedisStore(TrackingStore):
         return deleted
 
     def delete_runs(self, run_ids: Sequence[str]) -> int:
-        return self._delete_in_batches("delete_runs", run_ids, "run")
+        return self._delete_in_batches("delete_runs", [_seq(i) for i in run_ids], "run")
 
     def delete_study(self, study_id: str, remove_runs: bool) -> bool:
         while True:
@@ -418,42 +450,54 @@ class RedisStore(TrackingStore):
 
     def fetch(self, record_type: type[R], id_or_key: str) -> R | None:
         entity = record_type.ENTITY
+        is_run = record_type is Run
         unique = _UNIQUE_INDEX.get(entity, "")
         # Only id-shaped strings are tried as ids, so a workspace such as "status:RUNNING" can
         # never be mistaken for one of the index keys that live beside the records.
+        candidate = ""
+        if looks_like_id(id_or_key):
+            candidate = _seq(id_or_key) if is_run else id_or_key
         reply = self._run(
             "fetch",
             [
                 ENTITY_SEGMENT[entity],
-                id_or_key if looks_like_id(id_or_key) else "",
+                candidate,
                 unique,
                 digest(id_or_key) if unique else "",
                 *self._relation_suffixes(record_type),
             ],
-            self.keys.record(entity, id_or_key),
+            self.keys.record(entity, candidate or id_or_key),
         )
         if not reply:
             return None
-        record_id = _text(reply[0])
+        record_id = _rid(reply[0]) if is_run else _text(reply[0])
         n_flat = int(reply[1])
         flat = reply[2 : 2 + n_flat]
-        fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, n_flat, 2)}
+        fields = _join_chunks({flat[i]: flat[i + 1] for i in range(0, n_flat, 2)})
         relations: dict[str, list[str]] = {}
         pos = 2 + n_flat
         for name in record_type.RELATIONS:
             count = int(reply[pos])
-            relations[name] = [_text(m) for m in reply[pos + 1 : pos + 1 + count]]
+            relations[name] = self._relation_ids(name, reply[pos + 1 : pos + 1 + count])
             pos += 1 + count
         record = record_type.from_fields(record_id, fields, relations)
         if isinstance(record, PhysicalWorker):
             return _with_liveness(record, bool(reply[pos]))  # type: ignore[return-value]
         return record
 
+    @staticmethod
+    def _relation_ids(name: str, members: Sequence[bytes | str]) -> list[str]:
+        # ``runs`` sets hold run sequence numbers; other relations hold ids as they are.
+        if name == "runs":
+            return [_rid(m) for m in members]
+        return [_text(m) for m in members]
+
     def fetch_many(self, record_type: type[R], ids: Sequence[str]) -> list[R]:
         entity = record_type.ENTITY
         segment = ENTITY_SEGMENT[entity]
         relations = record_type.RELATIONS
         liveness = int(record_type is PhysicalWorker)
+        is_run = record_type is Run
         step = 1 + len(relations) + liveness
         records: list[R] = []
         for start in range(0, len(ids), PAGE_SIZE):
@@ -461,23 +505,23 @@ class RedisStore(TrackingStore):
             with self._guard():
                 pipe = self.client.pipeline(transaction=False)
                 for record_id in page:
-                    pipe.hgetall(self.keys.record(entity, record_id))
+                    member = _seq(record_id) if is_run else record_id
+                    pipe.hgetall(self.keys.record(entity, member))
                     for name in relations:
-                        pipe.smembers(self.keys.key(segment, record_id, _RELATION_SUFFIX[name]))
+                        pipe.smembers(self.keys.key(segment, member, _RELATION_SUFFIX[name]))
                     if liveness:
-                        pipe.exists(self.keys.key("pw", record_id, "alive"))
+                        pipe.exists(self.keys.key("pw", member, "alive"))
                 replies = pipe.execute()
             for index, record_id in enumerate(page):
                 base = index * step
                 raw = replies[base]
                 if not raw:
                     continue
-                fields = {_text(k): _text(v) for k, v in raw.items()}
                 rel = {
-                    name: [_text(m) for m in replies[base + 1 + n]]
+                    name: self._relation_ids(name, replies[base + 1 + n])
                     for n, name in enumerate(relations)
                 }
-                record = record_type.from_fields(record_id, fields, rel)
+                record = record_type.from_fields(record_id, _join_chunks(raw), rel)
                 if isinstance(record, PhysicalWorker):
                     record = _with_liveness(record, bool(replies[base + step - 1]))  # type: ignore[assignment]
                 records.append(record)
@@ -518,10 +562,14 @@ class RedisStore(TrackingStore):
         if len(groups) == 1 and isinstance(groups[0], list):
             with self._guard():
                 members = self.client.sunion(groups[0]) if groups[0] else set()
-            return [_text(m) for m in members]
+            return [self._found_id(record_type, m) for m in members]
         payload = json.dumps(groups, ensure_ascii=False)
         found = self._run("find_ids", [payload], self._all_ids_group(record_type)[0])
-        return [_text(m) for m in found]
+        return [self._found_id(record_type, m) for m in found]
+
+    @staticmethod
+    def _found_id(record_type: type[Record], member: bytes | str) -> str:
+        return _rid(member) if record_type is Run else _text(member)
 
     def count(self, record_type: type[Record]) -> int:
         with self._guard():
@@ -532,14 +580,13 @@ class RedisStore(TrackingStore):
 
     def recent_run_ids(self, limit: int) -> list[str]:
         with self._guard():
-            ids = [_text(i) for i in self.client.lrange(self.keys.key("run", "recent"), 0, -1)]
+            members = [_text(m) for m in self.client.lrange(self.keys.key("run", "recent"), 0, -1)]
             pipe = self.client.pipeline(transaction=False)
-            for run_id in ids:
-                pipe.exists(self.keys.record("run", run_id))
+            for member in members:
+                pipe.exists(self.keys.record("run", member))
             alive = pipe.execute()
-        unique = list(dict.fromkeys(i for i, ok in zip(ids, alive, strict=True) if ok))
-        unique.sort(reverse=True)
-        return unique[:limit]
+        unique = {int(m) for m, ok in zip(members, alive, strict=True) if ok}
+        return [run_id(n) for n in sorted(unique, reverse=True)[:limit]]
 
     def server_info(self) -> dict[str, Any]:
         with self._guard():
