@@ -222,3 +222,11 @@ def test_lookups_of_index_key_names_are_not_found(db: TrackingDatabase) -> None:
         db.logical_workers.get("ids")
     with pytest.raises(RunNotFoundError):
         db.runs.get("status:INITIALIZED")
+
+
+def test_run_ids_come_from_the_store_sequence_in_creation_order(db: TrackingDatabase) -> None:
+    runs = [db.runs.create("s", f"/ws/{index}", ["q"]) for index in range(12)]
+    assert [run.id for run in runs] == [f"r{index}" for index in range(1, 13)]
+    assert db.runs.get_all() == runs  # r10 after r9: numeric, not text, order
+    db.runs.delete("r12")
+    assert db.runs.create("s", "/ws/again", ["q"]).id == "r13"  # ids are never reused

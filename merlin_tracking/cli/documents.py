@@ -12,6 +12,7 @@ from typing import Any
 
 from merlin_tracking.cli.output import utcnow
 from merlin_tracking.database import TrackingDatabase
+from merlin_tracking.ids import id_sort_key
 from merlin_tracking.records import LogicalWorker, PhysicalWorker, Run, Study, WorkerStatus
 
 
@@ -72,4 +73,4 @@ def run_documents(db: TrackingDatabase, runs: Sequence[Run]) -> list[dict[str, A
 
 
 def newest_first(runs: Iterable[Run]) -> list[Run]:
-    return sorted(runs, key=lambda run: (run.created_at, run.id), reverse=True)
+    return sorted(runs, key=lambda run: (run.created_at, id_sort_key(run.id)), reverse=True)

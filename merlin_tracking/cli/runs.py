@@ -43,6 +43,7 @@ from merlin_tracking.cli.output import (
 from merlin_tracking.cli.timespec import moment_option
 from merlin_tracking.database import TrackingDatabase
 from merlin_tracking.errors import InvalidFilterError, WorkerNotFoundError
+from merlin_tracking.ids import id_sort_key
 from merlin_tracking.managers.filters import normalise_filters
 from merlin_tracking.records import LogicalWorker, PhysicalWorker, Run, RunStatus, Study
 from merlin_tracking.records.status import TERMINAL_RUN_STATUSES
@@ -116,7 +117,8 @@ class RunSelection:
         if self.worker:
             filters["workers"] = logical_worker_ids(db, self.worker)
         # Ids sort by creation time: read newest first, page by page, and stop early.
-        ids = sorted(db.store.find_ids(Run, normalise_filters("run", filters)), reverse=True)
+        found = db.store.find_ids(Run, normalise_filters("run", filters))
+        ids = sorted(found, key=id_sort_key, reverse=True)
         selected: list[Run] = []
         for start in range(0, len(ids), PAGE):
             if self.limit is not None and len(selected) >= self.limit:
