@@ -88,13 +88,14 @@ def _child_uses_inherited_database(db: TrackingDatabase, queue: multiprocessing.
         queue.put(("error", repr(exc), 0))
 
 
-def test_database_survives_fork(db: TrackingDatabase) -> None:
-    db.runs.create("forked", "/ws/parent", ["q"])  # the parent has a live connection now
-    parent_client = id(client_for(db.store._raw_url))  # type: ignore[attr-defined]
+def test_database_survives_fork(redis_db: TrackingDatabase) -> None:
+    redis_db.runs.create("forked", "/ws/parent", ["q"])  # the parent has a live connection now
+    parent_client = id(client_for(redis_db.store._raw_url))  # type: ignore[attr-defined]
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     children = [
-        context.Process(target=_child_uses_inherited_database, args=(db, queue)) for _ in range(4)
+        context.Process(target=_child_uses_inherited_database, args=(redis_db, queue))
+        for _ in range(4)
     ]
     for child in children:
         child.start()
@@ -104,4 +105,4 @@ def test_database_survives_fork(db: TrackingDatabase) -> None:
     assert all(status == "ok" for status, _, _ in results), results
     assert all(client_id != parent_client for _, _, client_id in results)
     # The parent's connection still works and sees every child's run.
-    assert len(db.runs.get_all({"study_id": db.studies.get("forked").id})) == 5
+    assert len(redis_db.runs.get_all({"study_id": redis_db.studies.get("forked").id})) == 5

@@ -35,29 +35,34 @@ def test_unknown_entity_type(db: TrackingDatabase) -> None:
         db.get_all("job")
 
 
-def test_info_counts_and_recent(db: TrackingDatabase) -> None:
-    db.logical_workers.create("w", ["q"])
-    runs = [db.runs.create("s", f"/ws/{i}", ["q"]) for i in range(7)]
-    db.physical_workers.create("w@n", pid=1)
-    info = db.info(recent=3)
+def test_info_counts_and_recent(redis_db: TrackingDatabase) -> None:
+    redis_db.logical_workers.create("w", ["q"])
+    runs = [redis_db.runs.create("s", f"/ws/{i}", ["q"]) for i in range(7)]
+    redis_db.physical_workers.create("w@n", pid=1)
+    info = redis_db.info(recent=3)
     assert info["version"] == __version__
     assert info["backend"] == "redis"
     assert info["counts"] == {"study": 1, "run": 7, "logical_worker": 1, "physical_worker": 1}
     assert [r["id"] for r in info["recent_runs"]] == [r.id for r in reversed(runs[-3:])]
     assert info["server"]["server_version"]
-    db.runs.delete(runs[-1].id)
+    redis_db.runs.delete(runs[-1].id)
     assert info["recent_runs"][0]["id"] == runs[-1].id
-    assert db.info(recent=1)["recent_runs"][0]["id"] == runs[-2].id
+    assert redis_db.info(recent=1)["recent_runs"][0]["id"] == runs[-2].id
 
 
 def test_delete_everything_empties_the_prefix(
-    db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
+    redis_db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
 ) -> None:
-    lw = db.logical_workers.create("w", ["q"])
-    db.runs.create("s", "/ws/1", ["q"])
-    db.physical_workers.create("w@n", pid=1, logical_worker_id=lw.id)
-    db.delete_everything()
-    assert db.info()["counts"] == {"study": 0, "run": 0, "logical_worker": 0, "physical_worker": 0}
+    lw = redis_db.logical_workers.create("w", ["q"])
+    redis_db.runs.create("s", "/ws/1", ["q"])
+    redis_db.physical_workers.create("w@n", pid=1, logical_worker_id=lw.id)
+    redis_db.delete_everything()
+    assert redis_db.info()["counts"] == {
+        "study": 0,
+        "run": 0,
+        "logical_worker": 0,
+        "physical_worker": 0,
+    }
     # Only the run id sequence is kept, so run ids are never reused within a ledger.
     left = [k.decode() for k in raw_redis.scan_iter(match="{" + prefix + "}*")]
     assert left == ["{" + prefix + "}:run:seq"]

@@ -100,21 +100,21 @@ def test_gc_removes_old_stopped_workers_and_idle_logical_workers(db: TrackingDat
 
 
 def test_gc_repairs_references_to_records_removed_by_hand(
-    db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
+    redis_db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
 ) -> None:
-    lw = db.logical_workers.create("w", ["q"])
-    pw = db.physical_workers.create("w@n", pid=1, logical_worker_id=lw.id)
-    run = db.runs.create("s", "/ws", ["q"])
-    other = db.runs.create("s", "/ws2", ["q"])
+    lw = redis_db.logical_workers.create("w", ["q"])
+    pw = redis_db.physical_workers.create("w@n", pid=1, logical_worker_id=lw.id)
+    run = redis_db.runs.create("s", "/ws", ["q"])
+    other = redis_db.runs.create("s", "/ws2", ["q"])
     tag = "{" + prefix + "}"
     raw_redis.delete(f"{tag}:run:{other.id[1:]}")  # as if an operator deleted a key by hand
     raw_redis.delete(f"{tag}:lw:{lw.id}")
     raw_redis.srem(f"{tag}:lw:ids", lw.id)
-    report = db.collect_garbage(timedelta(days=1))
+    report = redis_db.collect_garbage(timedelta(days=1))
     assert len(report["dangling"]) == 4, report
-    assert db.runs.get(run.id).workers == ()
-    assert db.studies.get("s").runs == (run.id,)
-    assert db.physical_workers.get(pw.id).logical_worker_id is None
-    assert [r.id for r in db.runs.get_all()] == [run.id]
-    assert [r.id for r in db.runs.get_all({"queues": "q"})] == [run.id]
-    assert db.collect_garbage(timedelta(days=1))["dangling"] == []
+    assert redis_db.runs.get(run.id).workers == ()
+    assert redis_db.studies.get("s").runs == (run.id,)
+    assert redis_db.physical_workers.get(pw.id).logical_worker_id is None
+    assert [r.id for r in redis_db.runs.get_all()] == [run.id]
+    assert [r.id for r in redis_db.runs.get_all({"queues": "q"})] == [run.id]
+    assert redis_db.collect_garbage(timedelta(days=1))["dangling"] == []

@@ -26,9 +26,9 @@ def _populate(db: TrackingDatabase) -> None:
 
 
 def test_all_keys_are_under_the_prefix_in_one_cluster_slot(
-    db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
+    redis_db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
 ) -> None:
-    _populate(db)
+    _populate(redis_db)
     keys = list(raw_redis.scan_iter(match="*" + prefix + "*"))
     assert keys
     assert all(k.startswith(("{" + prefix + "}:").encode()) for k in keys)
@@ -36,7 +36,7 @@ def test_all_keys_are_under_the_prefix_in_one_cluster_slot(
 
 
 def test_foreign_keys_are_never_touched(
-    db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
+    redis_db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
 ) -> None:
     foreign = {
         f"celery-task-meta-{prefix}": b"result",
@@ -46,22 +46,22 @@ def test_foreign_keys_are_never_touched(
     for key, value in foreign.items():
         raw_redis.set(key, value)
     try:
-        _populate(db)
-        db.get_all("run")
-        db.delete_everything()
+        _populate(redis_db)
+        redis_db.get_all("run")
+        redis_db.delete_everything()
         for key, value in foreign.items():
             assert raw_redis.get(key) == value
     finally:
         raw_redis.delete(*foreign)
 
 
-def test_no_keyspace_scans_or_flushes(db: TrackingDatabase, raw_redis: redis.Redis) -> None:
-    _populate(db)
+def test_no_keyspace_scans_or_flushes(redis_db: TrackingDatabase, raw_redis: redis.Redis) -> None:
+    _populate(redis_db)
     raw_redis.config_resetstat()
-    db.get_all("run", {"queues": "q1"})
-    db.get_all("study")
-    db.info()
-    db.delete_everything()
+    redis_db.get_all("run", {"queues": "q1"})
+    redis_db.get_all("study")
+    redis_db.info()
+    redis_db.delete_everything()
     stats = raw_redis.info("commandstats")
     forbidden = {"cmdstat_keys", "cmdstat_scan", "cmdstat_flushdb", "cmdstat_flushall"}
     assert forbidden.isdisjoint(stats)
@@ -97,39 +97,39 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[RoundTrips]:
     yield counter
 
 
-def test_round_trip_budget(db: TrackingDatabase, round_trips: RoundTrips) -> None:
-    db.logical_workers.create("w", ["q"])
-    db.runs.create("s", "/ws/0", ["q"])  # warm up: script loading and connection set-up
+def test_round_trip_budget(redis_db: TrackingDatabase, round_trips: RoundTrips) -> None:
+    redis_db.logical_workers.create("w", ["q"])
+    redis_db.runs.create("s", "/ws/0", ["q"])  # warm up: script loading and connection set-up
     round_trips.count = 0
-    run = db.runs.create("s", "/ws/1", ["q"])
+    run = redis_db.runs.create("s", "/ws/1", ["q"])
     assert round_trips.count <= 2
     round_trips.count = 0
-    db.runs.get(run.id)
+    redis_db.runs.get(run.id)
     assert round_trips.count == 1
     round_trips.count = 0
-    db.runs.get("/ws/1")
+    redis_db.runs.get("/ws/1")
     assert round_trips.count == 1
     for index in range(2, 60):
-        db.runs.create("s", f"/ws/{index}", ["q"])
-    db.runs.get_all({"queues": "q", "status": "running"})  # warm up the filter script
+        redis_db.runs.create("s", f"/ws/{index}", ["q"])
+    redis_db.runs.get_all({"queues": "q", "status": "running"})  # warm up the filter script
     round_trips.count = 0
-    assert len(db.runs.get_all({"queues": "q", "status": "initialized"})) == 60
+    assert len(redis_db.runs.get_all({"queues": "q", "status": "initialized"})) == 60
     assert round_trips.count <= 2
     round_trips.count = 0
-    assert len(db.runs.get_all()) == 60
+    assert len(redis_db.runs.get_all()) == 60
     assert round_trips.count <= 2
 
 
 def test_schema_version_is_stored_and_checked(
-    db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
+    redis_db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
 ) -> None:
-    run = db.runs.create("s", "/ws/1", ["q"])
+    run = redis_db.runs.create("s", "/ws/1", ["q"])
     key = "{" + prefix + "}:run:" + run.id[1:]  # run r12 is stored under :run:12
     assert raw_redis.hget(key, "v") == b"1"
     assert raw_redis.hget(key, "workspace") == b'"/ws/1"'
     raw_redis.hset(key, "v", str(Run.SCHEMA_VERSION + 1))
     with pytest.raises(TrackingError, match="upgrade"):
-        db.runs.get(run.id)
+        redis_db.runs.get(run.id)
 
 
 def test_store_unavailable_names_the_masked_url() -> None:
@@ -189,7 +189,7 @@ def test_unsupported_url_scheme() -> None:
         TrackingDatabase.from_url("mongodb://localhost/x")
 
 
-def test_script_cache_flush_is_survived(db: TrackingDatabase, raw_redis: redis.Redis) -> None:
-    db.runs.create("s", "/ws/1", ["q"])
+def test_script_cache_flush_is_survived(redis_db: TrackingDatabase, raw_redis: redis.Redis) -> None:
+    redis_db.runs.create("s", "/ws/1", ["q"])
     raw_redis.script_flush()
-    assert db.runs.create("s", "/ws/2", ["q"]).workspace == "/ws/2"
+    assert redis_db.runs.create("s", "/ws/2", ["q"]).workspace == "/ws/2"

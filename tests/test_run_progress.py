@@ -160,12 +160,12 @@ def test_events_for_missing_runs_are_reported(db: TrackingDatabase) -> None:
 
 
 def test_deleting_a_run_removes_its_task_states(
-    db: TrackingDatabase, raw_redis, prefix: str
+    redis_db: TrackingDatabase, raw_redis, prefix: str
 ) -> None:  # type: ignore[no-untyped-def]
-    run = db.runs.create("s", "/ws", ["q"])
-    db.runs.record_events(events(run.id, ("t", P)))
+    run = redis_db.runs.create("s", "/ws", ["q"])
+    redis_db.runs.record_events(events(run.id, ("t", P)))
     assert raw_redis.exists("{" + prefix + "}:run:" + run.id[1:] + ":tasks")
-    db.runs.delete(run.id)
+    redis_db.runs.delete(run.id)
     assert not raw_redis.exists("{" + prefix + "}:run:" + run.id[1:] + ":tasks")
 
 

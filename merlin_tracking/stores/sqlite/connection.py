@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,10 +22,6 @@ from merlin_tracking.stores.sqlite.schema import ensure_schema
 SCHEME_PREFIX = "sqlite:///"
 #: Seconds a writer waits for the write lock before the store reports itself unavailable.
 BUSY_TIMEOUT = 30.0
-
-# Connections inherited through fork: kept referenced so the child never closes (and so never
-# checkpoints or unlocks) a connection that belongs to its parent.
-_inherited: list[sqlite3.Connection] = []
 
 
 def path_from_url(url: str) -> str:
@@ -61,13 +58,36 @@ def _is_unavailable(exc: sqlite3.Error) -> bool:
     return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
 
 
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode (once per file; the mode is stored in it).
+
+    The switch needs a moment of exclusive access and answers "database is locked" at once,
+    without waiting, while other processes open the same new file: so wait here instead.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+            continue
+        if mode != "wal":
+            raise sqlite3.OperationalError(f"cannot use WAL mode here (journal mode {mode})")
+        return
+
+
 class Connections:
     """The connections of one store: opened lazily, one per (process, thread)."""
 
     def __init__(self, url: str, path: str) -> None:
         self.url = url
         self.path = path
-        self._local = threading.local()
+        # Keyed by (pid, thread id). Entries of other pids were inherited through fork: they stay
+        # referenced, so a child never closes (checkpoints, unlocks) its parent's connections,
+        # as ``threading.local`` would when it drops the locals of threads lost in the fork.
+        self._conns: dict[tuple[int, int], sqlite3.Connection] = {}
 
     @contextmanager
     def guard(self) -> Iterator[None]:
@@ -80,16 +100,21 @@ class Connections:
             raise
 
     def get(self) -> sqlite3.Connection:
-        pid = os.getpid()
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and self._local.pid == pid:
-            return conn
-        if conn is not None:
-            _inherited.append(conn)
-        self._local.conn = None
-        conn = self._open()
-        self._local.conn, self._local.pid = conn, pid
+        """This process's and thread's connection, opened on first use."""
+        key = (os.getpid(), threading.get_ident())
+        conn = self._conns.get(key)
+        if conn is None:
+            self._forget_finished_threads(key[0])
+            conn = self._conns[key] = self._open()
         return conn
+
+    def _forget_finished_threads(self, pid: int) -> None:
+        # Only this process's connections are ever dropped (closing them); lock-free, because a
+        # lock held by another thread at fork time would stay locked forever in the child.
+        alive = {thread.ident for thread in threading.enumerate()}
+        for owner in list(self._conns):
+            if owner[0] == pid and owner[1] not in alive:
+                self._conns.pop(owner, None)
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -99,9 +124,7 @@ class Connections:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if mode != "wal":
-                    raise sqlite3.OperationalError(f"cannot use WAL mode (journal mode {mode})")
+                _switch_to_wal(conn)
             # Durable against crashes of any process; a power cut may lose the last commits.
             conn.execute("PRAGMA synchronous = NORMAL")
             ensure_schema(conn, self.path)

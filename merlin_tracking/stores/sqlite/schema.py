@@ -6,6 +6,9 @@ unique constraints need, plus ``fields``, the JSON object of ``Record.to_fields(
 JSON text), from which ``Record.from_fields`` rebuilds it exactly. The columns are derived from
 the record on every write, never edited on their own.
 
+Run ids are "r" + a number from the ``sequence`` table, never reused (like Redis ``INCR``);
+``run.seq`` holds the number so runs sort by creation in SQL.
+
 Relationships are rows, not copies on both sides, so the two sides can never disagree:
 
     run_worker       run <-> logical worker links (``run.workers`` and ``lw.runs``)
@@ -36,14 +39,22 @@ DDL = (
         PRIMARY KEY (ns, id),
         UNIQUE (ns, name)
     ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS sequence (
+        ns TEXT NOT NULL,
+        name TEXT NOT NULL,
+        last INTEGER NOT NULL,
+        PRIMARY KEY (ns, name)
+    ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS run (
         ns TEXT NOT NULL,
         id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
         study_id TEXT,
         workspace TEXT NOT NULL,
         status TEXT NOT NULL,
         fields TEXT NOT NULL,
         PRIMARY KEY (ns, id),
+        UNIQUE (ns, seq),
         UNIQUE (ns, workspace),
         FOREIGN KEY (ns, study_id) REFERENCES study (ns, id)
     ) WITHOUT ROWID""",
