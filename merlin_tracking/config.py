@@ -86,7 +86,12 @@ def default_sqlite_url(environ: Mapping[str, str] | None = None) -> str:
         data_home = env.get("XDG_DATA_HOME") or os.path.join(
             os.path.expanduser("~"), ".local", "share"
         )
-        path = os.path.join(data_home, "merlin_tracking", "tracking.db")
+        folder = os.path.join(data_home, "merlin_tracking")
+        try:
+            os.makedirs(folder, exist_ok=True)  # our own per-user folder: made on first use
+        except OSError:
+            pass  # the store names the unusable path when it is opened
+        path = os.path.join(folder, "tracking.db")
     return "sqlite:///" + os.path.abspath(path)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from merlin_tracking.config import ConfigurationError, TrackingConfig, default_sqlite_url
@@ -20,11 +22,12 @@ def test_defaults_follow_a_redis_result_backend() -> None:
     assert result.stale_after == 60.0
 
 
-def test_without_redis_the_store_is_a_per_user_sqlite_file(tmp_path: object) -> None:
-    env = {"XDG_DATA_HOME": "/data/alice"}
+def test_without_redis_the_store_is_a_per_user_sqlite_file(tmp_path: Path) -> None:
+    env = {"XDG_DATA_HOME": str(tmp_path / "alice")}
     assert config({"result_backend": "rpc://"}, env).url == (
-        "sqlite:////data/alice/merlin_tracking/tracking.db"
+        f"sqlite:///{tmp_path}/alice/merlin_tracking/tracking.db"
     )
+    assert (tmp_path / "alice" / "merlin_tracking").is_dir()  # made on first use
     env["MERLIN_TRACKING_DB"] = "/scratch/ledger.db"
     assert config({}, env).url == "sqlite:////scratch/ledger.db"
     assert default_sqlite_url(env) == "sqlite:////scratch/ledger.db"

@@ -118,3 +118,30 @@ def test_gc_repairs_references_to_records_removed_by_hand(
     assert [r.id for r in redis_db.runs.get_all()] == [run.id]
     assert [r.id for r in redis_db.runs.get_all({"queues": "q"})] == [run.id]
     assert redis_db.collect_garbage(timedelta(days=1))["dangling"] == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"id": "not-an-id"},
+        {"id": 5},
+        {"workspace": ""},
+    ],
+)
+def test_import_refuses_bad_run_fields_and_writes_nothing(
+    db: TrackingDatabase, change: dict[str, object]
+) -> None:
+    run_id = _run_with_history(db)
+    document = db.export_run(run_id)
+    db.delete_everything()
+    document["run"] = {**document["run"], **change}
+    with pytest.raises(InvalidRecordError):
+        db.import_run(document)
+    assert db.info()["counts"] == {"study": 0, "run": 0, "logical_worker": 0, "physical_worker": 0}
+
+
+def test_import_refuses_a_study_that_is_not_an_object(db: TrackingDatabase) -> None:
+    document = db.export_run(_run_with_history(db))
+    db.delete_everything()
+    with pytest.raises(InvalidRecordError, match="study"):
+        db.import_run({**document, "study": "sweep"})

@@ -362,9 +362,11 @@ if old_host ~= new_host then
   if old_host then redis.call('SREM', key('pw', 'host', old_host), id) end
   if new_host then redis.call('SADD', key('pw', 'host', new_host), id) end
 end
-if lw ~= '' and old_lw ~= lw then
+if lw ~= '' then hset_full(pkey, 'logical_worker_id', cjson.encode(lw)) end
+local new_lw = jget(pkey, 'logical_worker_id', nil)
+if old_lw ~= new_lw then
   if old_lw then redis.call('SREM', key('lw', old_lw, 'physical'), id) end
-  redis.call('SADD', key('lw', lw, 'physical'), id)
+  if new_lw then redis.call('SADD', key('lw', new_lw, 'physical'), id) end
 end
 refresh_liveness(id)
 return {outcome, id}
