@@ -43,3 +43,21 @@ def test_parameter_sweep_on_redis(redis_url: str, prefix: str) -> None:
         "sim",
         "post",
     }
+
+
+@pytest.mark.slow
+def test_parameter_sweep_needs_no_services(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.db"
+    env = {"MERLIN_TRACKING_DB": str(ledger), "MERLIN_TRACKING_URL": ""}
+    result = run_example(env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "status COMPLETED" in result.stdout
+    assert "Traceback" not in result.stderr
+    db = TrackingDatabase.from_url(f"sqlite:///{ledger}")
+    (run,) = db.runs.get_all()
+    assert run.status is RunStatus.COMPLETED
+    # 8 simulations and the aggregation, plus the chord_unlock task a filesystem result backend
+    # needs: every task of the run is counted, each once.
+    assert run.tasks_succeeded == run.tasks_queued >= 9
+    assert run.tasks_failed == 0
+    assert sorted(w.name.split("@")[0] for w in db.physical_workers.get_all()) == ["post", "sim"]
