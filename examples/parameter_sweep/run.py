@@ -4,7 +4,9 @@
     python -m examples.parameter_sweep.run --redis redis://127.0.0.1:6379/0
 
 Without ``--redis`` the broker and result backend are files and the tracking ledger is the
-embedded SQLite store; with it, Redis is broker, result backend and tracking store.
+embedded SQLite store ($MERLIN_TRACKING_DB, else ~/.local/share/merlin_tracking/tracking.db),
+so ``merlin-tracking runs list`` shows the run afterwards; with ``--redis``, Redis is broker,
+result backend and tracking store.
 """
 
 from __future__ import annotations
@@ -45,8 +47,6 @@ def configure_environment(args: argparse.Namespace, state_dir: Path) -> dict[str
     if args.redis:
         env["SWEEP_BROKER_URL"] = env["SWEEP_RESULT_BACKEND"] = args.redis
         env["MERLIN_TRACKING_URL"] = args.redis
-    else:
-        env.setdefault("MERLIN_TRACKING_DB", str(state_dir / "tracking.db"))
     os.environ.update(env)
     return env
 
@@ -108,16 +108,18 @@ def main() -> int:
         )
         print(f"launched run {run.id} of study oscillator_sweep into {workspace}")
         deadline = time.monotonic() + args.timeout
+        shown = ""
         while run.is_active and time.monotonic() < deadline:
             time.sleep(0.5)
             run = db.runs.get(run.id)
-            done, total = run.tasks_finished, run.tasks_queued
-            print(
-                f"\r  {run.status.value:<10} {done:>4}/{total:<4} tasks finished",
-                end="",
-                flush=True,
-            )
-        print()
+            line = f"  {run.status.value:<10} {run.tasks_finished:>4}/{run.tasks_queued:<4} tasks finished"
+            if sys.stdout.isatty():
+                print("\r" + line, end="", flush=True)
+            elif line != shown:
+                print(line, flush=True)
+            shown = line
+        if sys.stdout.isatty():
+            print()
     finally:
         stop_workers(workers)
 
