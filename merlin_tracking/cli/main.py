@@ -43,8 +43,9 @@ class TrackingGroup(click.Group):
     envvar=URL_ENV,
     show_envvar=True,
     metavar="URL",
-    help="Store URL (redis://, rediss://, unix://). Default: the tracking_url of the app given "
-    "to `celery -A APP tracking`, else its Redis result_backend, else the package default.",
+    help="Store URL (redis://, rediss://, unix://, sqlite:///path). Default: the tracking_url "
+    "of the app given to `celery -A APP tracking`, else its Redis result_backend, else the "
+    "SQLite file $MERLIN_TRACKING_DB or ~/.local/share/merlin_tracking/tracking.db.",
 )
 @click.option(
     "--prefix",
