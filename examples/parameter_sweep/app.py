@@ -28,6 +28,7 @@ def _broker_settings() -> dict[str, object]:
         "broker_transport_options": {
             "data_folder_in": str(messages),
             "data_folder_out": str(messages),
+            "control_folder": str(STATE_DIR / "control"),
             "polling_interval": 0.05,
         },
     }
