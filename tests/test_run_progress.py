@@ -210,3 +210,23 @@ def test_mark_stopped_clears_pid_and_liveness(db: TrackingDatabase) -> None:
     assert db.physical_workers.get(pw.id).status is WorkerStatus.STOPPED
     db.physical_workers.delete(pw.id)
     assert db.physical_workers.heartbeat(pw.id) is False
+
+
+def test_coalesced_start_and_success_count_like_the_pair(db: TrackingDatabase) -> None:
+    from merlin_tracking.records.events import coalesce
+
+    run = db.runs.create("s", "/ws", ["q"])
+    batch = events(run.id, ("t1", P), ("t1", S), ("t2", P), ("t1", OK), ("t2", S), ("t2", KO))
+    merged = coalesce(batch)
+    assert [e.kind for e in merged] == [P, TaskEventKind.RAN, P, S, KO]
+    db.runs.record_events(merged)
+    done = db.runs.get(run.id)
+    assert done.counters == {
+        "queued": 2,
+        "started": 2,
+        "succeeded": 1,
+        "failed": 1,
+        "retried": 0,
+        "revoked": 0,
+    }
+    assert done.status is RunStatus.FAILED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from enum import Enum
 
 
@@ -13,6 +14,8 @@ class TaskEventKind(str, Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     REVOKED = "revoked"
+    #: STARTED then SUCCEEDED, one event: senders coalesce the pair when both are in one batch.
+    RAN = "ran"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,8 +27,32 @@ class TaskEvent:
     kind: TaskEventKind
     queue: str | None = None
 
-    def to_json(self) -> dict[str, str]:
-        data = {"r": self.run_id, "t": self.task_id, "e": self.kind.value}
+    def to_json(self) -> list[str]:
+        """Compact wire form: [run id, task id, kind] plus the queue when there is one."""
+        data = [self.run_id, self.task_id, self.kind.value]
         if self.queue:
-            data["q"] = self.queue
+            data.append(self.queue)
         return data
+
+
+def coalesce(events: Sequence[TaskEvent]) -> list[TaskEvent]:
+    """Merge each STARTED directly followed (for its task) by SUCCEEDED into one RAN event.
+
+    Applying a batch is atomic and status is judged at its end, so the merged event at the
+    STARTED position gives the same counters and status with a third less work.
+    """
+    merged: list[TaskEvent] = []
+    last: dict[tuple[str, str], int] = {}
+    for event in events:
+        key = (event.run_id, event.task_id)
+        index = last.get(key)
+        if (
+            event.kind is TaskEventKind.SUCCEEDED
+            and index is not None
+            and merged[index].kind is TaskEventKind.STARTED
+        ):
+            merged[index] = dataclasses.replace(merged[index], kind=TaskEventKind.RAN)
+            continue
+        last[key] = len(merged)
+        merged.append(event)
+    return merged

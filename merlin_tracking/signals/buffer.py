@@ -37,7 +37,7 @@ class FlushingBuffer(Generic[T]):
     ) -> None:
         self._send = send
         self._interval = interval
-        self._items: deque[T] = deque()
+        self._items: deque[T] = deque(maxlen=capacity)
         self._capacity = capacity
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -51,15 +51,16 @@ class FlushingBuffer(Generic[T]):
 
     # ---------------------------------------------------------------- producer side
     def add(self, item: T) -> None:
-        """Queue ``item``; never blocks on I/O."""
-        with self._lock:
-            if len(self._items) >= self._capacity:
-                self._items.popleft()
-                self.dropped += 1
-            self._items.append(item)
-            if self._thread is None:
-                self._start_locked()
-        if len(self._items) >= BATCH_SIZE:
+        """Queue ``item``; never blocks (deque appends are atomic, so no lock on this path)."""
+        items = self._items
+        if len(items) >= self._capacity:
+            self.dropped += 1  # the bounded deque drops its oldest item
+        items.append(item)
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._start_locked()
+        if len(items) >= BATCH_SIZE:
             self._wake.set()
 
     def __len__(self) -> int:

@@ -15,12 +15,24 @@ _trackers: weakref.WeakKeyDictionary[Any, Tracker | None] = weakref.WeakKeyDicti
 _lock = threading.Lock()
 
 
+# The one tracker of a process where exactly one app was installed, tracked: the common case,
+# answered without looking up Celery's current app on every task event.
+_only: Tracker | None = None
+
+
+def _refresh_only() -> None:
+    global _only
+    values = list(_trackers.values())
+    _only = values[0] if len(values) == 1 else None
+
+
 def register(app: Any, tracker: Tracker) -> Tracker:
     """Attach ``tracker`` to ``app`` unless it has one; return the app's tracker."""
     with _lock:
         existing = _trackers.get(app)
         if existing is None:
             _trackers[app] = existing = tracker
+        _refresh_only()
         return existing
 
 
@@ -28,6 +40,7 @@ def register_disabled(app: Any) -> None:
     """Remember that ``app`` is not tracked (its messages must not go to another ledger)."""
     with _lock:
         _trackers.setdefault(app, None)
+        _refresh_only()
 
 
 def tracker_for(app: Any) -> Tracker | None:
@@ -36,6 +49,8 @@ def tracker_for(app: Any) -> Tracker | None:
 
 def active_tracker() -> Tracker | None:
     """The tracker of the current Celery app, or the only one installed."""
+    if _only is not None:
+        return _only
     if not _trackers:
         return None
     from celery import current_app

@@ -11,14 +11,13 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from merlin_tracking.config import TrackingConfig
 from merlin_tracking.database import TrackingDatabase
 from merlin_tracking.errors import DuplicateEntityError, RunNotFoundError, StoreUnavailableError
-from merlin_tracking.records.events import TaskEvent, TaskEventKind
+from merlin_tracking.records.events import TaskEvent, TaskEventKind, coalesce
 from merlin_tracking.signals.buffer import FlushingBuffer
 
 logger = logging.getLogger("merlin_tracking")
@@ -36,12 +35,8 @@ class RunIdentity:
     workspace: str
 
 
-@dataclass(frozen=True)
-class PendingEvent:
-    run: RunIdentity
-    task_id: str
-    kind: TaskEventKind
-    queue: str | None = None
+# One buffered task event: (run, task id, kind, queue). A plain tuple: this is the hot path.
+PendingEvent = tuple[RunIdentity, str, TaskEventKind, str | None]
 
 
 class Tracker:
@@ -49,50 +44,34 @@ class Tracker:
 
     def __init__(self, config: TrackingConfig) -> None:
         self.config = config
-        self._pid = 0
         self._db: TrackingDatabase | None = None
-        self._buffer: FlushingBuffer[PendingEvent] | None = None
+        self._buffer = FlushingBuffer[PendingEvent](self._send)
         self._run_ids: dict[str, str] = {}
-        self._lock = threading.Lock()
+        # A forked child (prefork pool) starts with nothing from its parent: the parent sends
+        # its own buffered events, and sockets must not be shared.
+        os.register_at_fork(after_in_child=self._forget_parent_state)
         atexit.register(self.flush, 5.0)
 
-    # ---------------------------------------------------------------- per-process state
-    def _ensure_process(self) -> None:
-        pid = os.getpid()
-        if pid != self._pid:
-            with self._lock:
-                if pid != self._pid:
-                    # A forked child starts with nothing from its parent: the parent sends
-                    # its own buffered events, and sockets must not be shared.
-                    self._db = None
-                    self._buffer = FlushingBuffer(self._send)
-                    self._run_ids = {}
-                    self._pid = pid
+    def _forget_parent_state(self) -> None:
+        self._db = None
+        self._buffer = FlushingBuffer[PendingEvent](self._send)
+        self._run_ids = {}
 
     @property
     def db(self) -> TrackingDatabase:
-        self._ensure_process()
         if self._db is None:
             self._db = TrackingDatabase.from_url(self.config.url, prefix=self.config.prefix)
         return self._db
-
-    @property
-    def buffer(self) -> FlushingBuffer[PendingEvent]:
-        self._ensure_process()
-        assert self._buffer is not None
-        return self._buffer
 
     # ---------------------------------------------------------------- hot path
     def record(
         self, run: RunIdentity, task_id: str, kind: TaskEventKind, queue: str | None = None
     ) -> None:
         """Queue one task event; returns at once."""
-        self.buffer.add(PendingEvent(run, task_id, kind, queue))
+        self._buffer.add((run, task_id, kind, queue))
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Send buffered events now (launch end, worker shutdown, process exit)."""
-        if self._buffer is None or self._pid != os.getpid():
-            return True
         try:
             return self._buffer.flush(timeout)
         except Exception:  # never raise into Celery or interpreter shutdown
@@ -101,7 +80,6 @@ class Tracker:
 
     # ---------------------------------------------------------------- background thread
     def remember_run(self, workspace: str, run_id: str) -> None:
-        self._ensure_process()
         self._run_ids[workspace] = run_id
 
     def _run_id(self, run: RunIdentity, queue: str | None) -> str:
@@ -117,10 +95,10 @@ class Tracker:
 
     def _send(self, pending: Sequence[PendingEvent]) -> None:
         events = [
-            TaskEvent(self._run_id(item.run, item.queue), item.task_id, item.kind, item.queue)
-            for item in pending
+            TaskEvent(self._run_id(run, queue), task_id, kind, queue)
+            for run, task_id, kind, queue in pending
         ]
-        missing = set(self.db.runs.record_events(events))
+        missing = set(self.db.runs.record_events(coalesce(events)))
         if missing:
             # Deleted while in use: forget them so the next event starts a fresh run record.
             for workspace, run_id in list(self._run_ids.items()):

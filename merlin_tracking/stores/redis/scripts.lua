@@ -527,19 +527,22 @@ if entity == 'pw' then out[#out + 1] = redis.call('EXISTS', key('pw', id, 'alive
 return out
 
 --@@ task_events
--- ARGV: P, JSON list of events {"r": run id, "t": task id, "e": kind, "q": queue or absent},
+-- ARGV: P, JSON list of events [run number, task id, kind, queue (published only)],
 --       updated_at json.
--- kind: published | started | retried | succeeded | failed | revoked. Events of one process
+-- kind: published | started | retried | succeeded | failed | revoked | ran (started, then
+-- succeeded). Events of one process
 -- arrive in order; events of different processes may interleave, so every kind is accepted in
 -- any state and each task id counts once per counter. Per-task states live in {P}:run:<id>:tasks:
 -- q queued, r requeued after a start (retry), s started, S/F/R succeeded/failed/revoked.
 -- -> list of run ids that were missing (their events were dropped)
 local FINAL = {succeeded = 'S', failed = 'F', revoked = 'R'}
 local missing, touched, order = {}, {}, {}
+local exists = {}
 for _, ev in ipairs(cjson.decode(ARGV[2])) do
-  local run_id, task, kind = ev['r'], ev['t'], ev['e']
+  local run_id, task, kind, queue = ev[1], ev[2], ev[3], ev[4]
   local rkey = key('run', run_id)
-  if redis.call('EXISTS', rkey) == 0 then
+  if exists[run_id] == nil then exists[run_id] = redis.call('EXISTS', rkey) == 1 end
+  if not exists[run_id] then
     if not missing[run_id] then missing[run_id] = true; missing[#missing + 1] = run_id end
   else
     if not touched[run_id] then touched[run_id] = {}; order[#order + 1] = run_id end
@@ -549,23 +552,26 @@ for _, ev in ipairs(cjson.decode(ARGV[2])) do
       redis.call('HINCRBY', rkey, 'tasks_queued', 1)
       state = 'q'
     end
+    if kind == 'started' or kind == 'ran' then
+      if state == 'q' then redis.call('HINCRBY', rkey, 'tasks_started', 1) end
+      if state == 'q' or state == 'r' then state = 's' end
+      touched[run_id]['started'] = true
+      -- 'ran': started and succeeded, coalesced by the sender when both fell in one batch.
+      if kind == 'ran' then kind = 'succeeded' end
+    end
     if kind == 'published' or kind == 'retried' then
       if kind == 'retried' then redis.call('HINCRBY', rkey, 'tasks_retried', 1) end
       if kind == 'retried' and (state == 's' or state == 'r') then state = 'r' end
-      if ev['q'] then
-        if list_add(rkey, 'queues', ev['q']) == 1 then
-          redis.call('SADD', key('run', 'queue', ev['q']), run_id)
-          for _, w in ipairs(redis.call('SMEMBERS', key('lw', 'queue', ev['q']))) do
+      if queue then
+        if list_add(rkey, 'queues', queue) == 1 then
+          redis.call('SADD', key('run', 'queue', queue), run_id)
+          for _, w in ipairs(redis.call('SMEMBERS', key('lw', 'queue', queue))) do
             redis.call('SADD', key('lw', w, 'runs'), run_id)
             list_add(rkey, 'workers', w)
           end
         end
       end
       touched[run_id]['published'] = true
-    elseif kind == 'started' then
-      if state == 'q' then redis.call('HINCRBY', rkey, 'tasks_started', 1) end
-      if state == 'q' or state == 'r' then state = 's' end
-      touched[run_id]['started'] = true
     elseif FINAL[kind] then
       if state == 'q' or state == 'r' or state == 's' then
         if state == 'q' and kind ~= 'revoked' then redis.call('HINCRBY', rkey, 'tasks_started', 1) end

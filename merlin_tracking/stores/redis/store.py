@@ -305,7 +305,7 @@ class RedisStore(TrackingStore):
             return []
         by_member = {_seq(event.run_id): event.run_id for event in events}
         payload = json.dumps(
-            [{**event.to_json(), "r": _seq(event.run_id)} for event in events], ensure_ascii=False
+            [[_seq(event.run_id), *event.to_json()[1:]] for event in events], ensure_ascii=False
         )
         now = Run.encode_field("updated_at", datetime.now(timezone.utc))
         missing = self._run("task_events", [payload, now], self.keys.key("run", "workspace"))

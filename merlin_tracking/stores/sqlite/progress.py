@@ -91,13 +91,15 @@ def _apply(conn: sqlite3.Connection, ns: str, progress: _Progress, event: TaskEv
         if event.queue:
             progress.run = rows.add_queues(conn, ns, progress.run, [event.queue])
         progress.published = True
-    elif kind is TaskEventKind.STARTED:
+    elif kind in (TaskEventKind.STARTED, TaskEventKind.RAN):
         if state == "q":
             progress.bump("started")
         if state in ("q", "r"):
             state = "s"
         progress.started = True
-    elif kind in _FINAL and state in _UNFINISHED:
+        if kind is TaskEventKind.RAN:  # started and succeeded, coalesced by the sender
+            kind = TaskEventKind.SUCCEEDED
+    if kind in _FINAL and state in _UNFINISHED:
         if state == "q" and kind is not TaskEventKind.REVOKED:
             progress.bump("started")
         progress.bump(kind.value)
