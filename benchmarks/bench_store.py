@@ -26,15 +26,12 @@ import platform
 import random
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -44,6 +41,8 @@ import redis
 
 # Run from a checkout without installing: the package sits next to this folder.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from local_redis import private_redis  # a sibling module: run these scripts as files
 
 from merlin_tracking import TrackingDatabase
 from merlin_tracking.stores.redis import connection as store_connection
@@ -132,53 +131,6 @@ def instrumented_client(url: str) -> redis.Redis:
 def install_client(url: str, client: redis.Redis) -> None:
     """Benchmark-only hook: make the store's ``client_for(url)`` return ``client``."""
     store_connection._clients[(url, os.getpid())] = client
-
-
-# --------------------------------------------------------------------------- private server
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def private_redis(binary: str) -> Iterator[str]:
-    """Start a throw-away redis-server on a free port; yield its URL; stop it afterwards."""
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="mt-bench-redis-")
-    command = [
-        binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", workdir, "--logfile", os.path.join(workdir, "redis.log"),
-    ]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        wait_for_server(url, proc)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def wait_for_server(url: str, proc: subprocess.Popen[bytes]) -> None:
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    try:
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start at {url}") from None
-                time.sleep(0.05)
-    finally:
-        client.close()
 
 
 class Probe:

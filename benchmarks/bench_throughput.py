@@ -29,7 +29,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,6 +54,8 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from local_redis import private_redis  # noqa: E402 - sibling module; run as a file
+
 from merlin_tracking import Run, RunStatus, TrackingDatabase  # noqa: E402
 
 APP_MODULE = "throughput_app"
@@ -75,53 +76,6 @@ LAST_KEY = "bench:last_finished"
 PROBE_ONLY_COMMANDS = ("info", "config", "flushall")
 
 T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------- private server
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def private_redis(binary: str) -> Iterator[str]:
-    """Start a throw-away redis-server on a free port; yield its URL; stop it afterwards."""
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="mt-throughput-redis-")
-    command = [
-        binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", workdir, "--logfile", os.path.join(workdir, "redis.log"),
-    ]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        wait_for_server(url, proc)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def wait_for_server(url: str, proc: subprocess.Popen[bytes]) -> None:
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    try:
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start at {url}") from None
-                time.sleep(0.05)
-    finally:
-        client.close()
 
 
 class Probe:
@@ -150,11 +104,16 @@ class Probe:
         return int(self.client.get(DONE_KEY) or 0)
 
     def stamps(self) -> tuple[float, float]:
-        self.sent["mget"] += 1
-        first, last = self.client.mget(FIRST_KEY, LAST_KEY)
-        if first is None or last is None:
-            raise RuntimeError("the tasks did not stamp their start and end times")
-        return float(first), float(last)
+        # The last task counts itself (INCR) a moment before it stamps its end time: poll.
+        deadline = time.monotonic() + 5
+        while True:
+            self.sent["mget"] += 1
+            first, last = self.client.mget(FIRST_KEY, LAST_KEY)
+            if first is not None and last is not None:
+                return float(first), float(last)
+            if time.monotonic() > deadline:
+                raise RuntimeError("the tasks did not stamp their start and end times")
+            time.sleep(0.005)
 
     def cpu_seconds(self) -> float:
         """CPU time redis-server has used so far (user + system)."""
