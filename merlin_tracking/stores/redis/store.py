@@ -563,6 +563,11 @@ class RedisStore(TrackingStore):
             with self._guard():
                 members = self.client.sunion(groups[0]) if groups[0] else set()
             return [self._found_id(record_type, m) for m in members]
+        if all(isinstance(g, list) and len(g) == 1 for g in groups):
+            # One index per filter key: Redis's own SINTER walks the smallest set.
+            with self._guard():
+                found = self.client.sinter([g[0] for g in groups])
+            return [self._found_id(record_type, m) for m in found]
         payload = json.dumps(groups, ensure_ascii=False)
         found = self._run("find_ids", [payload], self._all_ids_group(record_type)[0])
         return [self._found_id(record_type, m) for m in found]
