@@ -35,6 +35,7 @@ class TrackingConfig:
     prefix: str = DEFAULT_PREFIX
     heartbeat_interval: float = 10.0
     stale_after: float = 60.0
+    run_resolver: str = "headers"
 
     @classmethod
     def from_app_conf(
@@ -75,7 +76,12 @@ class TrackingConfig:
                 f"tracking_stale_after ({stale:g} s) must be longer than "
                 f"tracking_heartbeat_interval ({interval:g} s), or live workers would read as STALLED"
             )
-        return cls(enabled, url, prefix, interval, stale)
+        resolver = setting("tracking_run_resolver") or "headers"
+        if enabled:
+            from merlin_tracking.resolvers import load_resolver
+
+            load_resolver(resolver)  # fails at start-up, naming the setting and valid names
+        return cls(enabled, url, prefix, interval, stale, str(resolver).strip())
 
 
 def default_sqlite_url(environ: Mapping[str, str] | None = None) -> str:

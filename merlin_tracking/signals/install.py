@@ -58,7 +58,7 @@ def install(app: Celery) -> Tracker | None:
     if not config.enabled:
         state.register_disabled(app)
         return None
-    tracker = state.register(app, Tracker(config))
+    tracker = state.register(app, Tracker(config, app_name=app.main))
     _connect_signals()
     app.steps["consumer"].add(TrackingStep)
     return tracker

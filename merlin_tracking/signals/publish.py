@@ -3,7 +3,8 @@
 A message belongs to a run when its headers name a study and a workspace. ``launch_study``
 sets them for everything it publishes (through ``launching``); a message published while a
 tracked task runs (subtasks, callbacks, chord bodies, retries, replacements) inherits them from
-that task. Only headers and routing are read: bodies are never deserialised.
+that task. Without either, the configured run resolver (``merlin_tracking.resolvers``) may name
+the run. Only headers and routing are read: bodies are never deserialised.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextlib
 import contextvars
 import logging
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import current_task
 
@@ -25,6 +26,9 @@ from merlin_tracking.signals.tracker import (
     RunIdentity,
     Tracker,
 )
+
+if TYPE_CHECKING:
+    from merlin_tracking.resolvers import TaskMessage
 
 logger = logging.getLogger("merlin_tracking")
 
@@ -83,6 +87,33 @@ def queue_of(routing_key: Any, declare: Any, properties: Mapping[str, Any] | Non
     return str(key) if key else None
 
 
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _message_of(
+    tracker: Tracker, headers: Mapping[str, Any], body: Any, queue: str | None
+) -> TaskMessage:
+    """The resolver's view of a message being published (args from the unserialised body)."""
+
+    def load_args() -> tuple[Any, Any]:
+        if isinstance(body, (tuple, list)) and len(body) >= 2:
+            return body[0], body[1]
+        return None, None
+
+    return tracker.message(
+        name=str(headers.get("task") or ""),
+        id=str(headers.get("id") or ""),
+        root_id=_opt_str(headers.get("root_id")),
+        parent_id=_opt_str(headers.get("parent_id")),
+        group_id=_opt_str(headers.get("group")),
+        headers=headers,
+        queue=queue,
+        where="publish",
+        _load_args=load_args,
+    )
+
+
 def on_before_task_publish(
     sender: Any = None,
     body: Any = None,
@@ -102,6 +133,10 @@ def on_before_task_publish(
         run = run_of_headers(headers)
         if run is None:
             run = launch[0] if launch is not None else _inherited_run()
+            if run is None and tracker.resolves:
+                # No run headers, none to inherit: ask the configured run resolver.
+                queue = queue_of(routing_key, declare, properties)
+                run = tracker.resolve(_message_of(tracker, headers, body, queue))
             if run is None:
                 return
             headers[STUDY_HEADER], headers[WORKSPACE_HEADER] = run.study, run.workspace

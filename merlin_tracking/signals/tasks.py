@@ -4,18 +4,28 @@ Each receiver reads the run headers from the task request and queues one event; 
 raises and never waits on Redis (see ``buffer``). Under prefork these run in the pool child,
 where the tracker opens its own connection lazily. This is the per-task hot path: receivers do
 a few attribute reads and one append.
+
+With a run resolver configured, a task that arrives without run headers is resolved once in the
+main process (``task_received``), counted as queued there (the per-task states make a task
+count once whichever side counts it), and its request is stamped with the run, so the pool sees
+it like a header; the pool child resolves itself only if that did not happen.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from merlin_tracking.records.events import TaskEventKind
 from merlin_tracking.signals.publish import run_of_headers, run_of_request
 from merlin_tracking.signals.state import active_tracker
-from merlin_tracking.signals.tracker import RunIdentity
+from merlin_tracking.signals.tracker import (
+    STUDY_HEADER,
+    WORKSPACE_HEADER,
+    RunIdentity,
+    Tracker,
+)
 
 logger = logging.getLogger("merlin_tracking")
 
@@ -40,8 +50,69 @@ def _headers_of(request: Any) -> Mapping[str, Any] | None:
     return headers if isinstance(headers, Mapping) else None
 
 
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _resolve_request(
+    tracker: Tracker, request: Any, headers: Mapping[str, Any]
+) -> tuple[RunIdentity | None, str | None]:
+    """Ask the resolver about a task at the worker (a Request in the main process)."""
+    delivery = getattr(request, "delivery_info", None) or {}
+    queue = _opt_str(delivery.get("routing_key")) if isinstance(delivery, Mapping) else None
+
+    def load_args() -> tuple[Any, Any]:
+        # The worker already decoded the body of the task it is about to run.
+        return getattr(request, "args", None), getattr(request, "kwargs", None)
+
+    message = tracker.message(
+        name=str(headers.get("task") or getattr(request, "name", "") or ""),
+        id=str(headers.get("id") or getattr(request, "id", "") or ""),
+        root_id=_opt_str(headers.get("root_id")),
+        parent_id=_opt_str(headers.get("parent_id")),
+        group_id=_opt_str(headers.get("group")),
+        headers=headers,
+        queue=queue,
+        where="worker",
+        _load_args=load_args,
+    )
+    return tracker.resolve(message), queue
+
+
+def _resolve_context(tracker: Tracker, task: Any, request: Any) -> RunIdentity | None:
+    """Ask the resolver about the running task (its Context), and keep the answer on it so
+    that the task's later events and everything it publishes carry the run."""
+    headers = getattr(request, "headers", None)
+    message = tracker.message(
+        name=str(getattr(task, "name", "") or ""),
+        id=str(getattr(request, "id", "") or ""),
+        root_id=_opt_str(getattr(request, "root_id", None)),
+        parent_id=_opt_str(getattr(request, "parent_id", None)),
+        group_id=_opt_str(getattr(request, "group", None)),
+        headers=headers if isinstance(headers, Mapping) else {},
+        queue=_opt_str((getattr(request, "delivery_info", None) or {}).get("routing_key")),
+        where="worker",
+        _load_args=lambda: (getattr(request, "args", None), getattr(request, "kwargs", None)),
+    )
+    run = tracker.resolve(message)
+    if run is not None:
+        setattr(request, STUDY_HEADER, run.study)
+        setattr(request, WORKSPACE_HEADER, run.workspace)
+    return run
+
+
 def on_task_prerun(sender: Any = None, task_id: Any = None, task: Any = None, **_: Any) -> None:
-    _report(run_of_request(getattr(task, "request", None)), task_id, TaskEventKind.STARTED)
+    request = getattr(task, "request", None)
+    run = run_of_request(request)
+    if run is None and request is not None:
+        # The main process stamps what it resolved into the request; this is the fallback.
+        tracker = active_tracker()
+        if tracker is not None and tracker.resolves:
+            try:
+                run = _resolve_context(tracker, task, request)
+            except Exception:
+                logger.exception("merlin_tracking: run resolution failed (task unaffected)")
+    _report(run, task_id, TaskEventKind.STARTED)
 
 
 def on_task_success(sender: Any = None, **_: Any) -> None:
@@ -71,10 +142,24 @@ def on_task_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
 
 
 def on_task_received(sender: Any = None, request: Any = None, **_: Any) -> None:
-    """Main process: remember each tracked task's run for failures reported there."""
+    """Main process: remember each tracked task's run for failures reported there; with a
+    run resolver, resolve tasks that arrive without run headers."""
     try:
-        run = run_of_headers(_headers_of(request))
+        headers = _headers_of(request)
+        run = run_of_headers(headers)
         task_id = getattr(request, "id", None)
+        if run is None and headers is not None:
+            tracker = active_tracker()
+            if tracker is not None and tracker.resolves and isinstance(task_id, str):
+                # Never seen by a tracked publisher: resolve it here, count it as queued on
+                # the queue it arrived from, and stamp the run into the request the pool runs
+                # (so the task's events and its children carry it).
+                run, queue = _resolve_request(tracker, request, headers)
+                if run is not None:
+                    if isinstance(headers, MutableMapping):
+                        headers[STUDY_HEADER] = run.study
+                        headers[WORKSPACE_HEADER] = run.workspace
+                    tracker.record(run, task_id, TaskEventKind.PUBLISHED, queue)
         if run is not None and isinstance(task_id, str):
             _received[task_id] = run
             if len(_received) > _RECEIVED_CAPACITY:

@@ -11,14 +11,18 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from merlin_tracking.config import TrackingConfig
 from merlin_tracking.database import TrackingDatabase
 from merlin_tracking.errors import DuplicateEntityError, RunNotFoundError, StoreUnavailableError
 from merlin_tracking.records.events import TaskEvent, TaskEventKind, coalesce
 from merlin_tracking.signals.buffer import FlushingBuffer
+
+if TYPE_CHECKING:
+    from merlin_tracking.resolvers import TaskMessage
 
 logger = logging.getLogger("merlin_tracking")
 
@@ -29,7 +33,7 @@ RUN_HEADERS = (STUDY_HEADER, WORKSPACE_HEADER)
 
 @dataclass(frozen=True)
 class RunIdentity:
-    """Which run a message belongs to, as carried by its headers."""
+    """Which run a message belongs to, as carried by its headers (or found by a resolver)."""
 
     study: str
     workspace: str
@@ -38,12 +42,24 @@ class RunIdentity:
 # One buffered task event: (run, task id, kind, queue). A plain tuple: this is the hot path.
 PendingEvent = tuple[RunIdentity, str, TaskEventKind, str | None]
 
+# Resolved runs remembered per root id (FIFO-bounded): one resolver call per workflow and process.
+_RESOLVED_CAPACITY = 10_000
+
 
 class Tracker:
     """Tracking state of one process for one configuration."""
 
-    def __init__(self, config: TrackingConfig) -> None:
+    def __init__(self, config: TrackingConfig, app_name: str | None = None) -> None:
+        from merlin_tracking.resolvers import DEFAULT_RESOLVER, load_resolver
+
         self.config = config
+        self.app_name = app_name
+        self.resolver: Callable[[TaskMessage], RunIdentity | None] = load_resolver(
+            config.run_resolver
+        )
+        # The default resolver only reads the run headers, which the hooks read anyway.
+        self.resolves = config.run_resolver != DEFAULT_RESOLVER
+        self._resolved: dict[str, RunIdentity] = {}
         self._db: TrackingDatabase | None = None
         self._buffer = FlushingBuffer[PendingEvent](self._send)
         self._run_ids: dict[str, str] = {}
@@ -62,6 +78,39 @@ class Tracker:
         if self._db is None:
             self._db = TrackingDatabase.from_url(self.config.url, prefix=self.config.prefix)
         return self._db
+
+    # ---------------------------------------------------------------- run resolution
+    def resolve(self, message: TaskMessage) -> RunIdentity | None:
+        """Run of a message without run headers: the cached run of its root or parent, else
+        the resolver's answer (remembered under the root and the task id)."""
+        cache = self._resolved
+        root, parent = message.root_id, message.parent_id
+        for key in (root, parent):
+            if key:
+                cached = cache.get(key)
+                if cached is not None:
+                    return cached
+        try:
+            answer: object = self.resolver(message)
+        except Exception:
+            logger.exception("merlin_tracking: run resolver failed for task %s", message.id)
+            return None
+        if answer is not None and not isinstance(answer, RunIdentity):
+            logger.warning("merlin_tracking: run resolver returned %r, not a RunIdentity", answer)
+            return None
+        run = answer
+        if run is not None:
+            for key in (root, message.id):
+                if key:
+                    cache[key] = run
+            while len(cache) > _RESOLVED_CAPACITY:
+                del cache[next(iter(cache))]
+        return run
+
+    def message(self, **fields: Any) -> TaskMessage:
+        from merlin_tracking.resolvers import TaskMessage
+
+        return TaskMessage(app_name=self.app_name, **fields)
 
     # ---------------------------------------------------------------- hot path
     def record(

@@ -1,0 +1,332 @@
+"""Run resolvers: selection and validation, and the ``workflow`` resolver on real workers.
+
+The workflow tests use a plain app (no ``launch_study``, no run headers). In the first kind
+the canvases come from a spawned process that never installs tracking, so every task is
+resolved and counted as queued at the worker; in the second the worker's own app publishes
+with tracking installed, so messages are resolved and counted at publish time.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import chain, chord, group
+from celery_support import (
+    counters,
+    define_tasks,
+    drop_queues,
+    embedded_worker,
+    make_app,
+    wait_for_run,
+)
+
+from merlin_tracking import RunStatus, TrackingDatabase
+from merlin_tracking.config import ConfigurationError, TrackingConfig
+from merlin_tracking.resolvers import (
+    TaskMessage,
+    headers_resolver,
+    load_resolver,
+    workflow_resolver,
+)
+from merlin_tracking.signals import STUDY_HEADER, WORKSPACE_HEADER, install
+from merlin_tracking.signals.state import tracker_for
+from merlin_tracking.signals.tracker import RunIdentity
+
+URL = "redis://127.0.0.1:1/0"
+
+
+# ------------------------------------------------------------------------------- selection
+def conf(value: Any) -> TrackingConfig:
+    return TrackingConfig.from_app_conf(
+        {"tracking_url": URL, "tracking_run_resolver": value}, environ={}
+    )
+
+
+def test_default_is_headers() -> None:
+    config = TrackingConfig.from_app_conf({"tracking_url": URL}, environ={})
+    assert config.run_resolver == "headers"
+    assert load_resolver(config.run_resolver) is headers_resolver
+
+
+def test_builtin_names() -> None:
+    assert conf("workflow").run_resolver == "workflow"
+    assert load_resolver("workflow") is workflow_resolver
+    assert load_resolver(" headers ") is headers_resolver
+
+
+def test_environment_wins() -> None:
+    config = TrackingConfig.from_app_conf(
+        {"tracking_url": URL, "tracking_run_resolver": "headers"},
+        environ={"MERLIN_TRACKING_RUN_RESOLVER": "workflow"},
+    )
+    assert config.run_resolver == "workflow"
+
+
+def test_module_callable() -> None:
+    resolver = load_resolver("resolver_support:fixed_resolver")
+    assert conf("resolver_support:fixed_resolver").run_resolver.endswith(":fixed_resolver")
+    assert resolver(message("t", "1")) == RunIdentity("fixed", "/ws/fixed")
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("nope", "unknown resolver"),
+        ("no_such_module_xyz:f", "cannot import"),
+        ("resolver_support:missing", "cannot import"),
+        ("resolver_support:NOT_CALLABLE", "not callable"),
+        (42, "expected a name"),
+    ],
+)
+def test_bad_values_name_the_setting_and_the_choices(value: Any, why: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        conf(value)
+    text = str(caught.value)
+    assert text.startswith("tracking_run_resolver:")
+    assert why in text
+    assert "headers" in text and "workflow" in text and "module:callable" in text
+
+
+def test_bad_value_fails_install(redis_url: str, prefix: str) -> None:
+    app = make_app(redis_url, prefix, tracking_run_resolver="bogus")
+    with pytest.raises(ConfigurationError, match="tracking_run_resolver"):
+        install(app)
+
+
+@pytest.fixture
+def entry_point_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A third-party distribution on sys.path declaring a resolver entry point."""
+    (tmp_path / "thirdparty_resolver_mod.py").write_text(
+        textwrap.dedent(
+            """
+            from merlin_tracking.signals.tracker import RunIdentity
+
+            def resolve(message):
+                return RunIdentity("third", "/ws/third/" + message.id)
+            """
+        )
+    )
+    info = tmp_path / "thirdparty_resolver-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: thirdparty-resolver\nVersion: 1.0\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[merlin_tracking.resolvers]\nthirdparty = thirdparty_resolver_mod:resolve\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "thirdparty"
+    sys.modules.pop("thirdparty_resolver_mod", None)
+
+
+def test_entry_point(entry_point_dist: str) -> None:
+    assert conf(entry_point_dist).run_resolver == entry_point_dist
+    resolver = load_resolver(entry_point_dist)
+    assert resolver(message("t", "abc")) == RunIdentity("third", "/ws/third/abc")
+    with pytest.raises(ConfigurationError) as caught:
+        conf("nope")
+    assert entry_point_dist in str(caught.value)  # listed among the valid names
+
+
+# ------------------------------------------------------------------------------- workflow keys
+def message(
+    name: str, task_id: str, root: str | None = None, group_id: str | None = None
+) -> TaskMessage:
+    return TaskMessage(
+        name=name,
+        id=task_id,
+        root_id=root,
+        parent_id=None,
+        group_id=group_id,
+        headers={},
+        queue="q",
+        app_name="app",
+        where="worker",
+    )
+
+
+def test_workflow_keys() -> None:
+    assert workflow_resolver(message("a", "r", "r")) == RunIdentity("a", "celery://app/r")
+    # a task of the workflow rooted at r (chain step, nested group member, chord body)
+    assert workflow_resolver(message("b", "x", "r", "g")) == RunIdentity("b", "celery://app/r")
+    # a header task of a top-level group or chord is its own root: keyed by the group
+    assert workflow_resolver(message("a", "h", "h", "g")) == RunIdentity("a", "celery://app/g")
+
+
+def test_headers_resolver_reads_run_headers() -> None:
+    msg = message("a", "1")
+    assert headers_resolver(msg) is None
+    msg.headers = {STUDY_HEADER: "s", WORKSPACE_HEADER: "/w"}
+    assert headers_resolver(msg) == RunIdentity("s", "/w")
+
+
+# ------------------------------------------------------------------------------- real workers
+EXPECTED = {
+    # kind: (study = root task name, counters)
+    "chain": ("mt.add", counters(3)),
+    "group": ("mt.add", counters(5)),
+    "chord": ("mt.add", counters(101)),
+    "retry": ("mt.flaky", counters(1, retried=1)),
+    "replace": ("mt.replacer", counters(1)),
+}
+
+
+@pytest.fixture
+def cleanup(raw_redis: redis.Redis, prefix: str) -> Iterator[None]:
+    yield
+    gc.collect()
+    drop_queues(raw_redis, prefix)
+
+
+@pytest.mark.parametrize("pool", ["solo", "prefork"])
+def test_workflows_from_an_untracked_publisher_are_runs(
+    pool: str, redis_url: str, prefix: str, db: TrackingDatabase, cleanup: None
+) -> None:
+    from resolver_support import publish_untracked
+
+    app = make_app(redis_url, prefix, tracking_run_resolver="workflow")
+    define_tasks(app)
+    assert install(app) is not None
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    with embedded_worker(app, pool, prefix):
+        proc = ctx.Process(target=publish_untracked, args=(redis_url, prefix, list(EXPECTED), out))
+        proc.start()
+        keys = dict(out.get(timeout=60) for _ in EXPECTED)
+        proc.join(60)
+        assert proc.exitcode == 0
+        runs = {}
+        for kind, key in keys.items():
+            workspace = f"celery://{app.main}/{key}"
+            run = wait_for_run(
+                db, db_run_id(db, workspace), EXPECTED[kind][1], RunStatus.COMPLETED, timeout=60
+            )
+            runs[kind] = run
+    for kind, run in runs.items():
+        final = db.runs.get(run.id)
+        assert final.counters == EXPECTED[kind][1], kind
+        assert final.status is RunStatus.COMPLETED, kind
+        assert final.study_id is not None
+        assert db.studies.get(final.study_id).name == EXPECTED[kind][0], kind
+        assert list(final.queues) == [f"q_{prefix}"], kind
+    assert len(db.runs.get_all()) == len(EXPECTED)  # each workflow is exactly one run
+
+
+def db_run_id(db: TrackingDatabase, workspace: str) -> str:
+    from celery_support import wait_for
+
+    def found() -> str | None:
+        try:
+            return db.runs.get(workspace).id
+        except Exception:
+            return None
+
+    run_id = wait_for(found, timeout=30)
+    assert run_id, f"no run for {workspace}"
+    return run_id
+
+
+@pytest.mark.parametrize("pool", ["solo", "prefork"])
+def test_workflows_from_a_tracked_publisher_count_once(
+    pool: str, redis_url: str, prefix: str, db: TrackingDatabase, cleanup: None
+) -> None:
+    app = make_app(redis_url, prefix, tracking_run_resolver="workflow")
+    t = define_tasks(app)
+    tracker = install(app)
+    assert tracker is not None and tracker_for(app) is tracker
+    with embedded_worker(app, pool, prefix):
+        first = chain(t.add.s(1, 2), t.add.s(3)).apply_async()
+        root = first.parent.id
+        grouped = group(t.add.s(i, i) for i in range(4)).apply_async()
+        chorded = chord([t.add.s(i, i) for i in range(20)], t.tsum.s()).apply_async()
+        expected = {
+            root: counters(2),
+            grouped.id: counters(4),
+            chorded.parent.id: counters(21),
+        }
+        for key, want in expected.items():
+            workspace = f"celery://{app.main}/{key}"
+            wait_for_run(db, db_run_id(db, workspace), want, RunStatus.COMPLETED, timeout=60)
+    assert len(db.runs.get_all()) == len(expected)
+
+
+def test_headers_resolver_makes_no_runs_for_plain_messages(
+    redis_url: str, prefix: str, db: TrackingDatabase, cleanup: None
+) -> None:
+    app = make_app(redis_url, prefix)
+    t = define_tasks(app)
+    assert install(app) is not None
+    with embedded_worker(app, "solo", prefix):
+        assert t.add.delay(1, 2).get(timeout=20) == 3
+        install_tracker = tracker_for(app)
+        assert install_tracker is not None and install_tracker.flush(5.0)
+    assert db.runs.get_all() == []
+
+
+# ------------------------------------------------------------------------------- merlin
+def merlin_message(name: str, args: Any = None, kwargs: Any = None) -> TaskMessage:
+    msg = message(name, "id1", "id1")
+    msg._load_args = lambda: (args, kwargs)
+    return msg
+
+
+def test_merlin_resolver_reads_merlin_argument_layout() -> None:
+    from merlin_tracking.resolvers.merlin import merlin_resolver, study_of_workspace
+
+    ws = "/out/hello_world_20240101-120000"
+    run = RunIdentity("hello_world", ws)
+    assert study_of_workspace(ws + "/") == "hello_world"
+    assert study_of_workspace("/out/plain") == "plain"
+    step = "merlin.common.tasks.merlin_step"
+    assert merlin_resolver(merlin_message(step, (1,), {"study_workspace": ws})) == run
+    expand = "merlin.common.tasks.expand_tasks_with_samples"
+    assert merlin_resolver(merlin_message(expand, (0, 1, 2, 3, 4, 5, 6, Path(ws)), {})) == run
+    add_chain = "merlin.common.tasks.add_merlin_expanded_chain_to_chord"
+    assert merlin_resolver(merlin_message(add_chain, (0, 1, 2, 3, 4, 5, 6, ws))) == run
+    assert merlin_resolver(merlin_message("merlin:mark_run_as_complete", (ws,))) == run
+    assert merlin_resolver(merlin_message("merlin:chordfinisher", (), {})) is None
+    assert merlin_resolver(merlin_message(expand, (0, 1), {})) is None  # unreadable: no run
+    assert merlin_resolver(merlin_message("other.task", (ws,), {"study_workspace": ws})) is None
+    assert load_resolver("merlin") is merlin_resolver
+
+
+@pytest.mark.parametrize("pool", ["solo", "prefork"])
+def test_merlin_study_from_an_untracked_publisher(
+    pool: str, redis_url: str, prefix: str, db: TrackingDatabase, cleanup: None
+) -> None:
+    from resolver_support import make_merlin_app, merlin_queues, publish_merlin_untracked
+
+    workspaces = ["/out/hello_20240101-120000", "/out/other_20240102-130000"]
+    app = make_merlin_app(redis_url, prefix, tracking_run_resolver="merlin")
+    assert install(app) is not None
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    # per study: expand + 5 steps + chord body + chain's chordfinisher + a direct step
+    # + mark_run_as_complete + a chordfinisher following its root
+    want = counters(11)
+    with embedded_worker(app, pool, prefix, queues=list(merlin_queues(prefix))):
+        proc = ctx.Process(
+            target=publish_merlin_untracked, args=(redis_url, prefix, workspaces, out)
+        )
+        proc.start()
+        assert out.get(timeout=60) == "done"
+        proc.join(60)
+        assert proc.exitcode == 0
+        for workspace in workspaces:
+            wait_for_run(db, db_run_id(db, workspace), want, RunStatus.COMPLETED, timeout=60)
+    runs = db.runs.get_all()
+    assert len(runs) == 2  # the plain task made no run
+    for workspace, study in zip(workspaces, ["hello", "other"], strict=True):
+        run = db.runs.get(workspace)
+        assert run.counters == want
+        assert run.study_id is not None
+        assert db.studies.get(run.study_id).name == study
+        assert sorted(run.queues) == sorted(merlin_queues(prefix))
