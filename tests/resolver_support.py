@@ -142,3 +142,17 @@ def publish_merlin_untracked(redis_url: str, prefix: str, workspaces: list[str],
     app.tasks["other.add"].apply_async((1, 2))
     out.put("done")
     assert not state._trackers
+
+
+def publish_revocable(redis_url: str, prefix: str, held: str, out: Any) -> None:
+    """Body of a spawned process (no tracking): a group of two tasks, the second one held back
+    (``held`` = "countdown": a 2 s countdown; otherwise the name of a queue nobody consumes
+    yet). Puts (group id, held task id) on ``out``."""
+    from celery_support import define_tasks, make_app
+
+    app = make_app(redis_url, prefix)
+    t = define_tasks(app)
+    later = t.add.s(2, 2).set(countdown=2) if held == "countdown" else t.add.s(2, 2).set(queue=held)
+    held_id = later.freeze().id
+    result = group([t.add.s(1, 1), later]).apply_async()
+    out.put((result.id, held_id))

@@ -25,6 +25,7 @@ from celery_support import (
     drop_queues,
     embedded_worker,
     make_app,
+    wait_for,
     wait_for_run,
 )
 
@@ -186,7 +187,7 @@ def cleanup(raw_redis: redis.Redis, prefix: str) -> Iterator[None]:
     drop_queues(raw_redis, prefix)
 
 
-@pytest.mark.parametrize("pool", ["solo", "prefork"])
+@pytest.mark.parametrize("pool", ["solo", "threads", "prefork"])
 def test_workflows_from_an_untracked_publisher_are_runs(
     pool: str, redis_url: str, prefix: str, db: TrackingDatabase, cleanup: None
 ) -> None:
@@ -330,3 +331,40 @@ def test_merlin_study_from_an_untracked_publisher(
         assert run.study_id is not None
         assert db.studies.get(run.study_id).name == study
         assert sorted(run.queues) == sorted(merlin_queues(prefix))
+
+
+@pytest.mark.parametrize("when", ["countdown", "before-receipt"])
+def test_workflow_revokes_from_an_untracked_publisher(
+    when: str, redis_url: str, prefix: str, db: TrackingDatabase, cleanup: None
+) -> None:
+    """Revoked while waiting for its countdown (received first), or before the worker ever
+    received it (only task_revoked fires): either way counted once as queued and as revoked."""
+    from celery.result import AsyncResult
+    from celery_support import worker_name
+    from resolver_support import publish_revocable
+
+    app = make_app(redis_url, prefix, tracking_run_resolver="workflow")
+    define_tasks(app)
+    assert install(app) is not None
+    later = f"later_q_{prefix}"
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    expected = counters(2, started=1, succeeded=1, revoked=1)
+    with embedded_worker(app, "solo", prefix) as worker:
+        held = "countdown" if when == "countdown" else later
+        proc = ctx.Process(target=publish_revocable, args=(redis_url, prefix, held, out))
+        proc.start()
+        group_id, held_id = out.get(timeout=60)
+        proc.join(60)
+        assert proc.exitcode == 0
+        run_id = db_run_id(db, f"celery://{app.main}/{group_id}")
+        wait_for(lambda: db.runs.get(run_id).tasks_succeeded == 1, timeout=15)
+        replies = app.control.revoke(held_id, destination=[worker_name(prefix)], reply=True)
+        assert replies, "the worker did not acknowledge the revoke"
+        if when != "countdown":
+            app.control.add_consumer(later, destination=[worker.hostname], reply=True)
+        assert wait_for(lambda: AsyncResult(held_id, app=app).state == "REVOKED", timeout=10)
+        wait_for_run(db, run_id, expected, RunStatus.COMPLETED, timeout=10)
+    final = db.runs.get(run_id)
+    assert final.counters == expected
+    assert len(db.runs.get_all()) == 1

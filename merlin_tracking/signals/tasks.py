@@ -79,6 +79,10 @@ def _resolve_request(
     return tracker.resolve(message), queue
 
 
+def _routing_key(delivery: Any) -> Any:
+    return delivery.get("routing_key") if isinstance(delivery, Mapping) else None
+
+
 def _resolve_context(tracker: Tracker, task: Any, request: Any) -> RunIdentity | None:
     """Ask the resolver about the running task (its Context), and keep the answer on it so
     that the task's later events and everything it publishes carry the run."""
@@ -90,7 +94,7 @@ def _resolve_context(tracker: Tracker, task: Any, request: Any) -> RunIdentity |
         parent_id=_opt_str(getattr(request, "parent_id", None)),
         group_id=_opt_str(getattr(request, "group", None)),
         headers=headers if isinstance(headers, Mapping) else {},
-        queue=_opt_str((getattr(request, "delivery_info", None) or {}).get("routing_key")),
+        queue=_opt_str(_routing_key(getattr(request, "delivery_info", None))),
         where="worker",
         _load_args=lambda: (getattr(request, "args", None), getattr(request, "kwargs", None)),
     )
@@ -138,7 +142,26 @@ def on_task_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
     run = run_of_request(request) or run_of_headers(_headers_of(request))
     if run is None and isinstance(task_id, str):
         run = _received.get(task_id)
+        if run is None and request is not None:
+            run = _resolve_revoked(sender, request, task_id)
     _report(run, task_id, TaskEventKind.REVOKED)
+
+
+def _resolve_revoked(task: Any, request: Any, task_id: str) -> RunIdentity | None:
+    """A task revoked before this worker received it (no task_received): with a resolver,
+    resolve it here and count it as queued, so that its run's counters stay exact."""
+    tracker = active_tracker()
+    if tracker is None or not tracker.resolves:
+        return None
+    try:
+        run = _resolve_context(tracker, task, request)
+        if run is not None:
+            queue = _opt_str(_routing_key(getattr(request, "delivery_info", None)))
+            tracker.record(run, task_id, TaskEventKind.PUBLISHED, queue)
+        return run
+    except Exception:
+        logger.exception("merlin_tracking: run resolution failed (task unaffected)")
+        return None
 
 
 def on_task_received(sender: Any = None, request: Any = None, **_: Any) -> None:
