@@ -18,6 +18,16 @@ def fixed_resolver(message: TaskMessage) -> RunIdentity | None:
 NOT_CALLABLE = 42
 
 
+def fields_resolver(message: TaskMessage) -> RunIdentity | None:
+    """Runs with extra fields: one run per root, with parameters and an unknown field."""
+    return RunIdentity.with_fields(
+        "with-fields",
+        f"/ws/fields/{message.root_id or message.id}",
+        parameters={"root_task": message.name},
+        origin=message.where,
+    )
+
+
 def publish_untracked(redis_url: str, prefix: str, kinds: list[str], out: Any) -> None:
     """Body of a spawned process: publish canvases with a plain app (tracking never installed).
 

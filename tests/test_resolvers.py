@@ -368,3 +368,21 @@ def test_workflow_revokes_from_an_untracked_publisher(
     final = db.runs.get(run_id)
     assert final.counters == expected
     assert len(db.runs.get_all()) == 1
+
+
+def test_resolver_extra_run_fields(
+    redis_url: str, prefix: str, db: TrackingDatabase, cleanup: None
+) -> None:
+    """A resolver's extra fields are set on the run it creates; they are not identity."""
+    assert RunIdentity.with_fields("s", "/w", a=1) == RunIdentity("s", "/w")
+    app = make_app(redis_url, prefix, tracking_run_resolver="resolver_support:fields_resolver")
+    t = define_tasks(app)
+    assert install(app) is not None
+    with embedded_worker(app, "solo", prefix):
+        result = chain(t.add.s(1, 2), t.add.s(3)).apply_async()
+        root = result.parent.id
+        run_id = db_run_id(db, f"/ws/fields/{root}")
+        wait_for_run(db, run_id, counters(2), RunStatus.COMPLETED)
+    run = db.runs.get(run_id)
+    assert run.parameters == {"root_task": "mt.add"}
+    assert run.additional_data == {"origin": "publish"}

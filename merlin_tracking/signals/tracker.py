@@ -12,12 +12,17 @@ import atexit
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from merlin_tracking.config import TrackingConfig
 from merlin_tracking.database import TrackingDatabase
-from merlin_tracking.errors import DuplicateEntityError, RunNotFoundError, StoreUnavailableError
+from merlin_tracking.errors import (
+    DuplicateEntityError,
+    InvalidRecordError,
+    RunNotFoundError,
+    StoreUnavailableError,
+)
 from merlin_tracking.records.events import TaskEvent, TaskEventKind, coalesce
 from merlin_tracking.signals.buffer import FlushingBuffer
 
@@ -33,10 +38,20 @@ RUN_HEADERS = (STUDY_HEADER, WORKSPACE_HEADER)
 
 @dataclass(frozen=True)
 class RunIdentity:
-    """Which run a message belongs to, as carried by its headers (or found by a resolver)."""
+    """Which run a message belongs to, as carried by its headers (or found by a resolver).
+
+    ``fields``: extra run fields (``parameters``, ``samples``, or anything else, kept in
+    ``additional_data``) set when this process is the one that creates the run; they are not
+    part of the identity and do not travel in message headers. Build with ``with_fields``.
+    """
 
     study: str
     workspace: str
+    fields: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
+
+    @classmethod
+    def with_fields(cls, study: str, workspace: str, **fields: Any) -> RunIdentity:
+        return cls(study, workspace, tuple(sorted(fields.items())))
 
 
 # One buffered task event: (run, task id, kind, queue). A plain tuple: this is the hot path.
@@ -135,8 +150,15 @@ class Tracker:
         run_id = self._run_ids.get(run.workspace)
         if run_id is None:
             runs = self.db.runs
+            queues = [queue] if queue else []
             try:
-                run_id = runs.create(run.study, run.workspace, [queue] if queue else []).id
+                try:
+                    run_id = runs.create(run.study, run.workspace, queues, **dict(run.fields)).id
+                except InvalidRecordError as exc:
+                    if not run.fields:
+                        raise
+                    logger.warning("merlin_tracking: run fields of %s refused: %s", run, exc)
+                    run_id = runs.create(run.study, run.workspace, queues).id
             except DuplicateEntityError as exc:
                 run_id = exc.existing_id
             self._run_ids[run.workspace] = run_id
