@@ -166,3 +166,18 @@ def publish_revocable(redis_url: str, prefix: str, held: str, out: Any) -> None:
     held_id = later.freeze().id
     result = group([t.add.s(1, 1), later]).apply_async()
     out.put((result.id, held_id))
+
+
+def publish_plain_by_name(redis_url: str, queue: str, out: Any) -> None:
+    """Body of a spawned process: tasks of ``tests/apps/plain_app.py`` sent by name from a bare
+    Celery app (no tracking anywhere). Puts the chain's root id and the group id on ``out``."""
+    from celery import Celery
+
+    app = Celery("plain_publisher", broker=redis_url, backend=redis_url)
+    app.conf.update(task_default_queue=queue, broker_connection_retry_on_startup=True)
+    noop = app.signature("plain_app.noop", immutable=True)
+    result = chain(noop.clone(), noop.clone(), noop.clone()).apply_async()
+    while result.parent is not None:
+        result = result.parent
+    out.put(result.id)
+    out.put(group(noop.clone() for _ in range(10)).apply_async().id)

@@ -386,3 +386,36 @@ def test_resolver_extra_run_fields(
     run = db.runs.get(run_id)
     assert run.parameters == {"root_task": "mt.add"}
     assert run.additional_data == {"origin": "publish"}
+
+
+def test_drop_in_cli_worker_with_the_resolver_from_the_environment(
+    redis_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """``celery -A tests.apps.plain_app worker`` (prefork), tracked only through the drop-in
+    entry point, the resolver chosen by MERLIN_TRACKING_RUN_RESOLVER; the publisher has no
+    tracking: each workflow becomes one run with exact counters."""
+    from resolver_support import publish_plain_by_name
+    from test_worker_processes import Ledger, exact, unique
+
+    book = Ledger(redis_url, prefix, unique("q"), tmp_path)
+    try:
+        worker, _ = book.start_running(
+            "prefork", concurrency=2, env={"MERLIN_TRACKING_RUN_RESOLVER": "workflow"}
+        )
+        ctx = multiprocessing.get_context("spawn")
+        out = ctx.Queue()
+        proc = ctx.Process(target=publish_plain_by_name, args=(redis_url, book.queue, out))
+        proc.start()
+        chain_root, group_id = out.get(timeout=60), out.get(timeout=60)
+        proc.join(60)
+        assert proc.exitcode == 0
+        db = book.db
+        for key, n in ((chain_root, 3), (group_id, 10)):
+            run_id = db_run_id(db, f"celery://plain_app/{key}")
+            run = wait_for_run(db, run_id, exact(n), RunStatus.COMPLETED, timeout=60)
+            assert run.counters == exact(n), worker.logs()
+            assert run.queues == (book.queue,)
+        assert len(db.runs.get_all()) == 2
+        assert db.studies.get(db.runs.get(run_id).study_id or "").name == "plain_app.noop"
+    finally:
+        book.reap()
