@@ -230,3 +230,29 @@ def test_coalesced_start_and_success_count_like_the_pair(db: TrackingDatabase) -
         "revoked": 0,
     }
     assert done.status is RunStatus.FAILED
+
+
+def test_completed_run_reopens_when_new_tasks_join(db: TrackingDatabase) -> None:
+    run = db.runs.create("s", "/ws", ["q"])
+    db.runs.record_events(events(run.id, ("t1", P), ("t1", S), ("t1", OK)))
+    assert db.runs.get(run.id).status is RunStatus.COMPLETED
+    db.runs.record_events(events(run.id, ("t2", P)))  # a later wave of the same run
+    assert db.runs.get(run.id).status is RunStatus.RUNNING
+    db.runs.record_events(events(run.id, ("t2", S), ("t2", OK)))
+    assert db.runs.get(run.id).status is RunStatus.COMPLETED
+    # Events about tasks already counted never reopen it.
+    db.runs.record_events(events(run.id, ("t1", OK), ("t2", P)))
+    assert db.runs.get(run.id).status is RunStatus.COMPLETED
+    # An API transition out of COMPLETED is still refused.
+    with pytest.raises(InvalidTransitionError):
+        db.runs.update(run.id, status="running")
+
+
+def test_failed_and_cancelled_runs_never_reopen(db: TrackingDatabase) -> None:
+    failed = db.runs.create("s", "/ws/f", ["q"])
+    db.runs.record_events(events(failed.id, ("t1", P), ("t1", S), ("t1", KO), ("t2", P)))
+    assert db.runs.get(failed.id).status is RunStatus.FAILED
+    cancelled = db.runs.create("s", "/ws/c", ["q"])
+    db.runs.cancel(cancelled.id)
+    db.runs.record_events(events(cancelled.id, ("t1", P), ("t1", S)))
+    assert db.runs.get(cancelled.id).status is RunStatus.CANCELLED

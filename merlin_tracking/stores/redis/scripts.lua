@@ -124,13 +124,17 @@ end
 
 -- Status follows the counters: QUEUED on publish, RUNNING on start, FAILED on a failure,
 -- COMPLETED when every counted task finished, none failed and no launch is still publishing.
--- Terminal statuses (COMPLETED, FAILED, CANCELLED) are never left.
+-- FAILED and CANCELLED are never left; COMPLETED only to take in new tasks.
 local ACTIVE_STATUS = {INITIALIZED = true, QUEUED = true, RUNNING = true}
 local function refresh_run_status(run_id, seen)
   local rkey = key('run', run_id)
   local old = jget(rkey, 'status', 'INITIALIZED')
-  if not ACTIVE_STATUS[old] then return old end
   local function n(field) return tonumber(redis.call('HGET', rkey, field) or '0') end
+  -- A COMPLETED run reopens when new tasks join it (more work launched into its workspace, or
+  -- tasks first seen at a worker when the publisher is not tracked); FAILED and CANCELLED stay.
+  local reopened = old == 'COMPLETED'
+    and n('tasks_succeeded') + n('tasks_revoked') < n('tasks_queued')
+  if not ACTIVE_STATUS[old] and not reopened then return old end
   local new = old
   if n('tasks_failed') > 0 then
     new = 'FAILED'

@@ -27,13 +27,18 @@ _UNFINISHED = ("q", "r", "s")
 
 
 def next_status(run: Run, published: bool = False, started: bool = False) -> RunStatus:
-    """Status implied by the counters; terminal statuses are never left.
+    """Status implied by the counters.
 
     QUEUED on publish, RUNNING on start, FAILED on a failure, COMPLETED once every counted task
-    finished without failure and no launch is still publishing.
+    finished without failure and no launch is still publishing. FAILED and CANCELLED are never
+    left; a COMPLETED run reopens (RUNNING) when new tasks join it.
     """
     old = run.status
-    if old not in ACTIVE_STATUSES:
+    reopened = (
+        old is RunStatus.COMPLETED
+        and run.tasks_succeeded + run.tasks_revoked < run.tasks_queued
+    )
+    if old not in ACTIVE_STATUSES and not reopened:
         return old
     if run.tasks_failed > 0:
         return RunStatus.FAILED
