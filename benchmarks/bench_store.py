@@ -22,12 +22,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import random
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -42,7 +40,12 @@ import redis
 # Run from a checkout without installing: the package sits next to this folder.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from local_redis import private_redis  # a sibling module: run these scripts as files
+from bench_support import (  # a sibling module: run these scripts as files
+    git_state,
+    load_average,
+    machine_facts,
+    private_redis,
+)
 
 from merlin_tracking import TrackingDatabase
 from merlin_tracking.stores.redis import connection as store_connection
@@ -530,44 +533,14 @@ def sample_run_hashes(
 
 
 # --------------------------------------------------------------------------- report
-def machine_facts(probe: Probe) -> dict[str, str]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+def machine_facts_with(probe: Probe) -> dict[str, str]:
     return {
-        "nproc": str(os.cpu_count()),
-        "CPU": cpu or platform.processor() or "unknown",
-        "OS": f"{platform.system()} {platform.release()}",
-        "Python": platform.python_version(),
+        **machine_facts(),
         "redis-py": redis.__version__,
         "redis-server": probe.server_version(),
         "merlin_tracking": git_state(),
         "load average at start (1/5/15 min)": load_average(),
     }
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
-def git_state() -> str:
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False
-        )
-        return done.stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--", "merlin_tracking")
-    return f"commit {commit}" + (" + uncommitted changes in merlin_tracking/" if dirty else "")
 
 
 def results_table(reports: Sequence[SizeReport]) -> list[str]:
@@ -949,7 +922,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         install_client(url, instrumented_client(url))
         db = TrackingDatabase.from_url(url, prefix=PREFIX)
         probe.load_scripts()
-        facts = machine_facts(probe)
+        facts = machine_facts_with(probe)
         memory = [] if args.no_memory else memory_reports(db, probe, plan, args.memory_runs)
         reports = [bench_size(db, probe, plan, size, args.sample) for size in args.sizes]
         probe.flush()

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -54,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from local_redis import private_redis  # noqa: E402 - sibling module; run as a file
+from bench_support import git_state, load_average, machine_facts, private_redis  # noqa: E402 - sibling module; run as a file
 
 from merlin_tracking import Run, RunStatus, TrackingDatabase  # noqa: E402
 
@@ -486,20 +485,9 @@ def paired_ratios(measurements: Sequence[Measurement]) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- report
-def machine_facts(probe: Probe) -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+def machine_facts_with(probe: Probe) -> dict[str, str]:
     return {
-        "nproc": str(os.cpu_count()),
-        "CPU": cpu,
-        "OS": f"{platform.system()} {platform.release()}",
-        "Python": platform.python_version(),
+        **machine_facts(),
         "Celery": celery.__version__,
         "kombu": kombu.__version__,
         "redis-py": redis.__version__,
@@ -507,25 +495,6 @@ def machine_facts(probe: Probe) -> dict[str, str]:
         "merlin_tracking": git_state(),
         "load average at start (1/5/15 min)": load_average(),
     }
-
-
-def load_average() -> str:
-    try:
-        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
-def git_state() -> str:
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False
-        )
-        return done.stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--", "merlin_tracking")
-    return f"commit {commit}" + (" + uncommitted changes in merlin_tracking/" if dirty else "")
 
 
 def results_table(summaries: Sequence[Summary]) -> list[str]:
@@ -752,7 +721,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pools = [p.strip() for p in args.pools.split(",") if p.strip()]
     with private_redis(args.redis_server) as url, tempfile.TemporaryDirectory() as logdir:
         probe = Probe(url)
-        facts = machine_facts(probe)
+        facts = machine_facts_with(probe)
         bench = Bench(url, probe, args.tasks, args.timeout, Path(logdir))
         try:
             run_all(bench, schedule(pools, args.concurrency, args.reps))

@@ -1,4 +1,4 @@
-"""A throw-away redis-server on a free port of 127.0.0.1, shared by the benchmarks.
+"""What the benchmarks share: a throw-away redis-server and the facts about the machine.
 
 The benchmarks never touch a Redis they did not start (and never port 6379).
 """
@@ -6,6 +6,7 @@ The benchmarks never touch a Redis they did not start (and never port 6379).
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import redis
 
@@ -61,3 +63,45 @@ def wait_for_server(url: str, proc: subprocess.Popen[bytes]) -> None:
                 time.sleep(0.05)
     finally:
         client.close()
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine_facts() -> dict[str, str]:
+    """CPU, OS, Python, load and code version for a report's "Machine" table."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": str(os.cpu_count()),
+        "CPU": cpu or platform.processor() or "unknown",
+        "OS": f"{platform.system()} {platform.release()}",
+        "Python": platform.python_version(),
+    }
+
+
+def load_average() -> str:
+    try:
+        return " / ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def git_state() -> str:
+    """The commit measured, and whether merlin_tracking/ had uncommitted changes."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "merlin_tracking")
+    return f"commit {commit}" + (" + uncommitted changes in merlin_tracking/" if dirty else "")
