@@ -20,8 +20,6 @@ from merlin_tracking.database import TrackingDatabase
 from merlin_tracking.errors import (
     DuplicateEntityError,
     InvalidRecordError,
-    RunNotFoundError,
-    StoreUnavailableError,
 )
 from merlin_tracking.records.events import TaskEvent, TaskEventKind, coalesce
 from merlin_tracking.signals.buffer import FlushingBuffer
@@ -175,15 +173,3 @@ class Tracker:
             for workspace, run_id in list(self._run_ids.items()):
                 if run_id in missing:
                     del self._run_ids[workspace]
-
-    def run_for_workspace(self, workspace: str) -> str | None:
-        """Id of the run of ``workspace`` (cached), or None if it has none."""
-        cached = self._run_ids.get(workspace)
-        if cached is not None:
-            return cached
-        try:
-            run_id = self.db.runs.get(workspace).id
-        except (RunNotFoundError, StoreUnavailableError):
-            return None
-        self._run_ids[workspace] = run_id
-        return run_id

@@ -35,8 +35,7 @@ def next_status(run: Run, published: bool = False, started: bool = False) -> Run
     """
     old = run.status
     reopened = (
-        old is RunStatus.COMPLETED
-        and run.tasks_succeeded + run.tasks_revoked < run.tasks_queued
+        old is RunStatus.COMPLETED and run.tasks_succeeded + run.tasks_revoked < run.tasks_queued
     )
     if old not in ACTIVE_STATUSES and not reopened:
         return old
