@@ -44,6 +44,7 @@ from bench_support import (  # a sibling module: run these scripts as files
     git_state,
     load_average,
     machine_facts,
+    merge_section,
     private_redis,
 )
 
@@ -898,21 +899,6 @@ def memory_reports(db: TrackingDatabase, probe: Probe, plan: Plan, runs: int) ->
     ]
 
 
-def merge_section(path: Path, section: str) -> None:
-    """Replace this script's section of ``path`` (or put it first); keep the rest as it is."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(section + "\n", encoding="utf-8")
-        return
-    text = path.read_text(encoding="utf-8")
-    start, end = text.find(SECTION_START), text.find(SECTION_END)
-    if start != -1 and end > start:
-        text = text[:start] + section + text[end + len(SECTION_END) :]
-    else:
-        text = section + "\n\n" + text.lstrip("\n")
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
@@ -931,7 +917,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(text)
     if args.output:
-        merge_section(Path(args.output), f"{SECTION_START}\n{text}\n{SECTION_END}")
+        merge_section(
+            Path(args.output),
+            f"{SECTION_START}\n{text}\n{SECTION_END}",
+            SECTION_START,
+            SECTION_END,
+            first=True,
+        )
         print(f"\nwritten to {args.output}")
     return 0
 

@@ -105,3 +105,23 @@ def git_state() -> str:
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = git("status", "--porcelain", "--", "merlin_tracking")
     return f"commit {commit}" + (" + uncommitted changes in merlin_tracking/" if dirty else "")
+
+
+def merge_section(
+    path: Path, section: str, start_marker: str, end_marker: str, *, first: bool
+) -> None:
+    """Replace one script's marked section of a shared report, keeping the rest as it is;
+    a missing section goes first (``first``) or last."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(section + "\n", encoding="utf-8")
+        return
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(start_marker), text.find(end_marker)
+    if start != -1 and end > start:
+        text = text[:start] + section + text[end + len(end_marker) :]
+    elif first:
+        text = section + "\n\n" + text.lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text, encoding="utf-8")

@@ -53,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench_support import git_state, load_average, machine_facts, private_redis  # noqa: E402 - sibling module; run as a file
+from bench_support import git_state, load_average, machine_facts, merge_section, private_redis  # noqa: E402 - sibling module; run as a file
 
 from merlin_tracking import Run, RunStatus, TrackingDatabase  # noqa: E402
 
@@ -672,21 +672,6 @@ def load_notes(notes_file: str | None, output: str | None) -> list[str]:
     return []
 
 
-def merge_section(path: Path, section: str) -> None:
-    """Replace the throughput section of ``path`` (or append it); leave the rest untouched."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(section + "\n", encoding="utf-8")
-        return
-    text = path.read_text(encoding="utf-8")
-    start, end = text.find(SECTION_START), text.find(SECTION_END)
-    if start != -1 and end > start:
-        text = text[:start] + section + text[end + len(SECTION_END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
 # --------------------------------------------------------------------------- main
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -733,7 +718,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = render(bench, facts, time.monotonic() - started, notes)
     print("\n" + section)
     if args.output:
-        merge_section(Path(args.output), section)
+        merge_section(Path(args.output), section, SECTION_START, SECTION_END, first=False)
         print(f"\nupdated the throughput section of {args.output}")
     return 0
 

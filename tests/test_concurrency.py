@@ -15,6 +15,7 @@ index keys (``assert_no_dangling``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import random
@@ -148,10 +149,8 @@ class ProcessPool:
 
     def close(self) -> None:
         for conn in self.conns:
-            try:
+            with contextlib.suppress(OSError):  # the child already exited
                 conn.send(("stop",))
-            except (BrokenPipeError, OSError):
-                pass
         for proc in self.procs:
             proc.join(5)
             if proc.is_alive():
@@ -248,11 +247,9 @@ def act_delete_runs(db: TrackingDatabase, url: str, targets: list[str]) -> list[
     """Delete each run (by id or workspace); return the ones this process deleted."""
     deleted = []
     for target in targets:
-        try:
+        with contextlib.suppress(RunNotFoundError):  # another process won the race
             db.runs.delete(target)
             deleted.append(target)
-        except RunNotFoundError:
-            pass
     return deleted
 
 
@@ -308,11 +305,9 @@ def act_delete_study(
 ) -> int:
     deleted = 0
     for _ in range(rounds):
-        try:
+        with contextlib.suppress(StudyNotFoundError):  # not (re)created yet
             db.studies.delete(name, remove_associated_runs=remove_runs)
             deleted += 1
-        except StudyNotFoundError:
-            pass
         time.sleep(0.002)
     return deleted
 
@@ -320,11 +315,9 @@ def act_delete_study(
 def act_delete_logical_workers(db: TrackingDatabase, url: str, ids: list[str]) -> list[str]:
     deleted = []
     for worker_id in ids:
-        try:
+        with contextlib.suppress(WorkerNotFoundError):  # another process won the race
             db.logical_workers.delete(worker_id)
             deleted.append(worker_id)
-        except WorkerNotFoundError:
-            pass
     return deleted
 
 

@@ -96,7 +96,7 @@ def gc(state: CliState, older_than: timedelta, dry_run: bool, yes: bool, as_json
 @click.command(
     epilog=examples(
         "merlin-tracking export /scratch/studies/sweep_20240501 -o sweep.json",
-        "merlin-tracking export 0k3m9x2b7c1d > run.json",
+        "merlin-tracking export r12 > run.json",
     )
 )
 @click.argument("run", metavar="RUN_ID|WORKSPACE")

@@ -277,7 +277,7 @@ def _workers_table(
 @runs.command(
     "show",
     epilog=examples(
-        "merlin-tracking runs show 0k3m9x2b7c1d",
+        "merlin-tracking runs show r12",
         "merlin-tracking runs show /scratch/studies/sweep_20240501 --json",
     ),
 )
@@ -346,7 +346,7 @@ def show_run(state: CliState, run: str, as_json: bool) -> None:
 @runs.command(
     "cancel",
     epilog=examples(
-        "merlin-tracking runs cancel 0k3m9x2b7c1d",
+        "merlin-tracking runs cancel r12",
         "merlin-tracking runs cancel /scratch/studies/sweep_20240501 --yes",
     ),
 )
@@ -393,7 +393,7 @@ def cancel_runs(
 @runs.command(
     "delete",
     epilog=examples(
-        "merlin-tracking runs delete 0k3m9x2b7c1d /scratch/old_run",
+        "merlin-tracking runs delete r12 /scratch/old_run",
         "merlin-tracking runs delete --all --status failed --until 30d --dry-run",
         "merlin-tracking runs delete --all --study sweep --yes",
     ),
