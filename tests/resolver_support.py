@@ -32,7 +32,7 @@ def publish_untracked(redis_url: str, prefix: str, kinds: list[str], out: Any) -
     """Body of a spawned process: publish canvases with a plain app (tracking never installed).
 
     Puts ``(kind, workflow key)`` on ``out`` for each canvas: the id the workflow resolver
-    keys the run by (root task id, or the group id of a top-level group or chord).
+    keys the run by (root task id, or the id of the top-level group or chord header).
     """
     from celery_support import define_tasks, make_app
 
@@ -50,6 +50,13 @@ def publish_untracked(redis_url: str, prefix: str, kinds: list[str], out: Any) -
             key = group(t.add.s(i, i) for i in range(5)).apply_async().id
         elif kind == "chord":
             key = chord([t.add.s(i, i) for i in range(100)], t.tsum.s()).apply_async().parent.id
+        elif kind == "chain_in_group":
+            key = (
+                group(chain(t.add.s(1, 2), t.add.s(3), t.add.s(4)), t.add.s(5, 5)).apply_async().id
+            )
+        elif kind == "chord_in_group":
+            inner = chord([t.add.s(i, i) for i in range(3)], t.tsum.s())
+            key = group(inner, t.add.s(5, 5)).apply_async().id
         elif kind == "retry":
             key = t.flaky.s(1).apply_async().id
         elif kind == "replace":

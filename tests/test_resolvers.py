@@ -162,6 +162,70 @@ def test_workflow_keys() -> None:
     assert workflow_resolver(message("a", "h", "h", "g")) == RunIdentity("a", "celery://app/g")
 
 
+NESTED_CANVASES = {
+    # name: canvas over tasks a..e -> the id every task of it must be keyed by
+    "chain in group": lambda a, b, c, d, e: group(chain(a.s(), b.s()), c.s()),
+    "chain of chains in group": lambda a, b, c, d, e: group(
+        chain(a.s(), chain(b.s(), c.s())), d.s()
+    ),
+    "chord in group": lambda a, b, c, d, e: group(chord([a.s(), b.s()], c.s()), d.s()),
+    "chord with chain body in group": (
+        lambda a, b, c, d, e: group(chord([a.s(), b.s()], chain(c.s(), d.s())), e.s())
+    ),
+    "chain in chord header": lambda a, b, c, d, e: chord([chain(a.s(), b.s()), c.s()], d.s()),
+    "chord in chord header": lambda a, b, c, d, e: chord(
+        [chord([a.s(), b.s()], c.s()), d.s()], e.s()
+    ),
+    "group in group": lambda a, b, c, d, e: group(group(a.s(), b.s()), c.s()),
+    "chained group in group": lambda a, b, c, d, e: group(chain(group(a.s(), b.s()), c.s()), d.s()),
+}
+
+
+@pytest.mark.parametrize("kind", list(NESTED_CANVASES))
+def test_workflow_keys_nested_canvases_by_their_top_level_group(
+    kind: str, redis_url: str, prefix: str
+) -> None:
+    """Messages Celery itself publishes for nested canvases (captured before serialisation,
+    nothing consumes them): every root task they carry is keyed by the top-level group."""
+    from celery import signals
+
+    from merlin_tracking.resolvers.message import body_parts
+    from merlin_tracking.resolvers.workflow import workflow_key
+
+    app = make_app(redis_url, prefix, broker_url="memory://")
+
+    def one(*args: Any) -> int:
+        return 1
+
+    tasks = [app.task(name=f"n.{n}", shared=False)(one) for n in "abcde"]
+    seen: list[tuple[str, str]] = []
+
+    def capture(sender: Any = None, headers: Any = None, body: Any = None, **_: Any) -> None:
+        msg = TaskMessage(
+            name=headers["task"],
+            id=headers["id"],
+            root_id=headers["root_id"],
+            parent_id=headers["parent_id"],
+            group_id=headers.get("group"),
+            headers=headers,
+            queue=None,
+            app_name=app.main,
+            where="publish",
+            _load_body=lambda: body_parts(body),
+        )
+        seen.append((msg.name, workflow_key(msg)))
+
+    signals.before_task_publish.connect(capture, weak=False)
+    try:
+        result = NESTED_CANVASES[kind](*tasks).apply_async()
+    finally:
+        signals.before_task_publish.disconnect(capture)
+    # The top-level group's id: a group's result id, or a chord's header group (its parent).
+    top = result.parent.id if kind.startswith(("chain in chord", "chord in chord")) else result.id
+    assert len(seen) >= 2
+    assert seen == [(name, top) for name, _ in seen]
+
+
 def test_headers_resolver_reads_run_headers() -> None:
     msg = message("a", "1")
     assert headers_resolver(msg) is None
@@ -177,6 +241,8 @@ EXPECTED = {
     "chord": ("mt.add", counters(101)),
     "retry": ("mt.flaky", counters(1, retried=1)),
     "replace": ("mt.replacer", counters(1)),
+    "chain_in_group": ("mt.add", counters(4)),
+    "chord_in_group": ("mt.add", counters(5)),
 }
 
 
@@ -275,7 +341,7 @@ def test_headers_resolver_makes_no_runs_for_plain_messages(
 # ------------------------------------------------------------------------------- merlin
 def merlin_message(name: str, args: Any = None, kwargs: Any = None) -> TaskMessage:
     msg = message(name, "id1", "id1")
-    msg._load_args = lambda: (args, kwargs)
+    msg._load_body = lambda: (args, kwargs, None)
     return msg
 
 

@@ -8,7 +8,7 @@ inherited headers always win), at publish time in a tracked publisher and at the
 messages no tracked publisher stamped. Built in:
 
 * ``headers`` (default): only the run headers count; no resolution (today's behaviour).
-* ``workflow``: every Celery workflow is a run (see ``workflow_resolver``).
+* ``workflow``: every Celery workflow is a run (see ``resolvers.workflow``).
 * ``merlin``: Merlin's tasks join the run of their study workspace (see ``resolvers.merlin``).
 
 The tracker remembers each answer under the task's root id and task id; a message whose root
@@ -18,70 +18,20 @@ or parent was resolved in this process gets that run without asking the resolver
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
 from merlin_tracking.config import ConfigurationError
+from merlin_tracking.resolvers.merlin import merlin_resolver
+from merlin_tracking.resolvers.message import TaskMessage
+from merlin_tracking.resolvers.workflow import workflow_resolver
 from merlin_tracking.signals.tracker import RunIdentity
 
 ENTRY_POINT_GROUP = "merlin_tracking.resolvers"
 DEFAULT_RESOLVER = "headers"
 
-_MISSING: Any = object()
-
-
-@dataclass
-class TaskMessage:
-    """What a resolver may look at: one task message, at publish time or at the worker.
-
-    ``args`` and ``kwargs`` are read lazily and only where that is safe: at the worker from the
-    request the worker already decoded (it is about to run the task), at publish time from the
-    in-memory body before it is serialised. Nothing is ever deserialised for a resolver; where
-    they cannot be read they are None.
-    """
-
-    name: str
-    id: str
-    root_id: str | None
-    parent_id: str | None
-    group_id: str | None
-    headers: Mapping[str, Any]
-    queue: str | None
-    app_name: str | None
-    where: str  # "publish" or "worker"
-    _load_args: Callable[[], tuple[Any, Any]] | None = field(default=None, repr=False)
-    _loaded: Any = field(default=_MISSING, repr=False)
-
-    def _payload(self) -> tuple[Any, Any]:
-        if self._loaded is _MISSING:
-            loaded: tuple[Any, Any] = (None, None)
-            if self._load_args is not None:
-                try:
-                    loaded = self._load_args()
-                except Exception:
-                    loaded = (None, None)
-            self._loaded = loaded
-        result: tuple[Any, Any] = self._loaded
-        return result
-
-    @property
-    def args(self) -> tuple[Any, ...] | None:
-        args = self._payload()[0]
-        return tuple(args) if isinstance(args, (list, tuple)) else None
-
-    @property
-    def kwargs(self) -> Mapping[str, Any] | None:
-        kwargs = self._payload()[1]
-        return kwargs if isinstance(kwargs, Mapping) else None
-
-
 Resolver = Callable[[TaskMessage], "RunIdentity | None"]
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def headers_resolver(message: TaskMessage) -> RunIdentity | None:
@@ -90,27 +40,6 @@ def headers_resolver(message: TaskMessage) -> RunIdentity | None:
 
     return run_of_headers(message.headers)
 
-
-def workflow_resolver(message: TaskMessage) -> RunIdentity | None:
-    """``workflow``: every Celery workflow is one run.
-
-    A workflow is keyed by its root task id (``root_id``): Celery gives every task of a chain,
-    of a nested group or chord, callbacks, retries and replacements the root's id. A top-level
-    group or chord is the exception: each of its header tasks is its own root (root_id == id),
-    so a root task that belongs to a group is keyed by the group id instead (the chord body
-    then follows through the header task that publishes it). Study = the root task's name;
-    workspace = ``celery://<app name>/<key>``. A non-root task reaching a worker without
-    headers and without a known root (rare: its parent ran untracked) gets its own name as the
-    study, and the run of its root id as workspace.
-    """
-    root = _str(message.root_id) or message.id
-    key = root
-    if root == message.id and _str(message.group_id):
-        key = str(message.group_id)
-    return RunIdentity(message.name, f"celery://{message.app_name or 'celery'}/{key}")
-
-
-from merlin_tracking.resolvers.merlin import merlin_resolver  # noqa: E402 (needs TaskMessage)
 
 BUILTINS: dict[str, Resolver] = {
     "headers": headers_resolver,

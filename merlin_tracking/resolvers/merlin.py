@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from merlin_tracking.resolvers import TaskMessage
+from merlin_tracking.resolvers.message import TaskMessage
 from merlin_tracking.signals.tracker import RunIdentity
 
 STEP = "merlin.common.tasks.merlin_step"

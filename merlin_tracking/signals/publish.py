@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from celery import current_task
 
 from merlin_tracking.records.events import TaskEventKind
+from merlin_tracking.resolvers.message import body_parts
 from merlin_tracking.signals.state import active_tracker
 from merlin_tracking.signals.tracker import (
     RUN_HEADERS,
@@ -28,7 +29,7 @@ from merlin_tracking.signals.tracker import (
 )
 
 if TYPE_CHECKING:
-    from merlin_tracking.resolvers import TaskMessage
+    from merlin_tracking.resolvers.message import TaskMessage
 
 logger = logging.getLogger("merlin_tracking")
 
@@ -94,12 +95,7 @@ def _opt_str(value: Any) -> str | None:
 def _message_of(
     tracker: Tracker, headers: Mapping[str, Any], body: Any, queue: str | None
 ) -> TaskMessage:
-    """The resolver's view of a message being published (args from the unserialised body)."""
-
-    def load_args() -> tuple[Any, Any]:
-        if isinstance(body, (tuple, list)) and len(body) >= 2:
-            return body[0], body[1]
-        return None, None
+    """The resolver's view of a message being published (body parts from the unserialised body)."""
 
     return tracker.message(
         name=str(headers.get("task") or ""),
@@ -110,7 +106,7 @@ def _message_of(
         headers=headers,
         queue=queue,
         where="publish",
-        _load_args=load_args,
+        _load_body=lambda: body_parts(body),
     )
 
 

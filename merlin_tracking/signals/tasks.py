@@ -54,16 +54,27 @@ def _opt_str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _decoded_body(request: Any) -> tuple[Any, Any, Any]:
+    """(args, kwargs, embed) of a worker Request: the worker already decoded the body of the
+    task it is about to run (Celery keeps it as ``_payload``)."""
+    payload = getattr(request, "_payload", None)
+    if isinstance(payload, (tuple, list)) and len(payload) == 3:
+        return payload[0], payload[1], payload[2]
+    return getattr(request, "args", None), getattr(request, "kwargs", None), None
+
+
+def _context_body(request: Any) -> tuple[Any, Any, Any]:
+    """(args, kwargs, embed) of a running task's Context (Celery copied the embed into it)."""
+    embed = {"chain": getattr(request, "chain", None), "chord": getattr(request, "chord", None)}
+    return getattr(request, "args", None), getattr(request, "kwargs", None), embed
+
+
 def _resolve_request(
     tracker: Tracker, request: Any, headers: Mapping[str, Any]
 ) -> tuple[RunIdentity | None, str | None]:
     """Ask the resolver about a task at the worker (a Request in the main process)."""
     delivery = getattr(request, "delivery_info", None) or {}
     queue = _opt_str(delivery.get("routing_key")) if isinstance(delivery, Mapping) else None
-
-    def load_args() -> tuple[Any, Any]:
-        # The worker already decoded the body of the task it is about to run.
-        return getattr(request, "args", None), getattr(request, "kwargs", None)
 
     message = tracker.message(
         name=str(headers.get("task") or getattr(request, "name", "") or ""),
@@ -74,7 +85,7 @@ def _resolve_request(
         headers=headers,
         queue=queue,
         where="worker",
-        _load_args=load_args,
+        _load_body=lambda: _decoded_body(request),
     )
     return tracker.resolve(message), queue
 
@@ -96,7 +107,7 @@ def _resolve_context(tracker: Tracker, task: Any, request: Any) -> RunIdentity |
         headers=headers if isinstance(headers, Mapping) else {},
         queue=_opt_str(_routing_key(getattr(request, "delivery_info", None))),
         where="worker",
-        _load_args=lambda: (getattr(request, "args", None), getattr(request, "kwargs", None)),
+        _load_body=lambda: _context_body(request),
     )
     run = tracker.resolve(message)
     if run is not None:
