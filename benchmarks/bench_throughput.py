@@ -1,15 +1,25 @@
 #!/usr/bin/env python3
-"""Throughput of no-op tasks through a real ``celery worker`` with tracking on vs off.
+"""Throughput of no-op tasks through a real ``celery worker``: tracking on, resolver, off.
 
-For each pool (solo, and prefork with ``--concurrency 2``) and each mode (tracking on / off) the
-script publishes ``--tasks`` no-op tasks (tracking on: one run through ``launch_study``; off: the
-same group through ``apply_async`` with ``tracking_enabled = False`` and ``MERLIN_TRACKING=0``),
-then starts ``celery -A throughput_app worker`` as a subprocess (tracked through the package's
-``celery.commands`` entry point when on) and waits until every task is done. Throughput is
-tasks / (end of the last task - start of the first task), stamped by the tasks themselves, so
-worker start-up is left out; tracking on also waits until the run is COMPLETED with exact
-counters and reports how long after the last task that happened. Modes alternate within each
-repetition to cancel drift.
+For each pool (solo, and prefork with ``--concurrency 2``) and each mode the script publishes
+``--tasks`` no-op tasks as one group from a fresh process, then starts ``celery -A
+throughput_app worker`` as a subprocess and waits until every task is done. The modes:
+
+- ``on``: the publisher opens one run through ``launch_study`` (every message carries the run
+  headers and is counted at publish); the worker is tracked through the package's
+  ``celery.commands`` entry point.
+- ``resolver``: the publisher is untracked (plain ``apply_async`` with ``tracking_enabled =
+  False`` and ``MERLIN_TRACKING=0``); the worker is tracked with
+  ``MERLIN_TRACKING_RUN_RESOLVER=workflow``, so it resolves each message's run when it receives
+  it, creates the run (workspace ``celery://throughput_app/<group id>``) and counts the task as
+  queued there.
+- ``off``: publisher and worker both untracked.
+
+Throughput is tasks / (end of the last task - start of the first task), stamped by the tasks
+themselves, so worker start-up is left out; the tracked modes also wait until the run is
+COMPLETED with exact counters and report how long after the last task that happened. Within
+each repetition the modes run back to back, ``off`` in the middle, in an order that reverses
+from one repetition to the next, to cancel drift.
 
 Everything runs against a private ``redis-server`` on a free port of 127.0.0.1 (broker, result
 backend and tracking store), flushed before each measurement and stopped at the end. Redis
@@ -18,6 +28,7 @@ included), less the benchmark's own commands (the tasks' counter, polling).
 
     python benchmarks/bench_throughput.py            # 5,000 tasks x 7 reps; updates docs/benchmarks.md
     python benchmarks/bench_throughput.py --quick    # 1,000 tasks x 1 rep; prints, writes nothing
+    python benchmarks/bench_throughput.py --modes on,off  # only some of the modes
     python benchmarks/bench_throughput.py --help     # every option
 """
 
@@ -55,9 +66,11 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from bench_support import git_state, load_average, machine_facts, merge_section, private_redis  # noqa: E402 - sibling module; run as a file
 
-from merlin_tracking import Run, RunStatus, TrackingDatabase  # noqa: E402
+from merlin_tracking import Run, RunNotFoundError, RunStatus, TrackingDatabase  # noqa: E402
 
 APP_MODULE = "throughput_app"
+APP_MAIN = "throughput_app"  # the app's main name, which the workflow resolver puts in workspaces
+TASK_NAME = "bench.noop"  # the workflow resolver's study: the name of the group's header task
 QUEUE = "bench"
 STUDY = "throughput_bench"
 TARGET_RATIO = 0.9
@@ -73,6 +86,14 @@ FIRST_KEY = "bench:first_started"
 LAST_KEY = "bench:last_finished"
 # Commands that only the benchmark's own probing sends (never Celery nor merlin_tracking).
 PROBE_ONLY_COMMANDS = ("info", "config", "flushall")
+
+# Modes: who tracks (see the module docstring).
+ON, OFF, RESOLVER = "on", "off", "resolver"
+# Order within a repetition (reversed every other one): off in the middle, next to each
+# tracked mode, so that every paired ratio compares neighbours.
+SCHEDULE_ORDER = (ON, OFF, RESOLVER)
+DISPLAY_ORDER = (OFF, ON, RESOLVER)
+RESOLVER_NAME = "workflow"
 
 T = TypeVar("T")
 
@@ -127,13 +148,25 @@ class Probe:
 @dataclass(frozen=True)
 class Config:
     pool: str
-    tracking: bool
+    mode: str  # ON, OFF or RESOLVER
     concurrency: int
 
     @property
     def label(self) -> str:
         pool = self.pool if self.pool == "solo" else f"{self.pool} -c {self.concurrency}"
-        return f"{pool}, tracking {'on' if self.tracking else 'off'}"
+        return f"{pool}, {self.mode_label}"
+
+    @property
+    def mode_label(self) -> str:
+        return {ON: "tracking on", OFF: "tracking off", RESOLVER: "resolver"}[self.mode]
+
+    @property
+    def publisher_tracked(self) -> bool:
+        return self.mode == ON
+
+    @property
+    def worker_tracked(self) -> bool:
+        return self.mode != OFF
 
 
 @dataclass(frozen=True)
@@ -181,20 +214,30 @@ class Bench:
     logdir: Path
     measurements: list[Measurement] = field(default_factory=list)
 
-    def env(self, config: Config) -> dict[str, str]:
+    def env(self, tracked: bool, resolver: str | None = None) -> dict[str, str]:
+        """Environment of a publisher or worker subprocess, tracked or not."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("MERLIN_TRACKING")}
         pythonpath = [str(HERE), str(REPO_ROOT), env.get("PYTHONPATH", "")]
         env.update(
             BENCH_REDIS_URL=self.url,
             BENCH_QUEUE=QUEUE,
             BENCH_TASKS=str(self.tasks),
-            BENCH_TRACKING="1" if config.tracking else "0",
+            BENCH_TRACKING="1" if tracked else "0",
             PYTHONPATH=os.pathsep.join(p for p in pythonpath if p),
             PYTHONUNBUFFERED="1",
         )
-        if not config.tracking:
+        if not tracked:
             env["MERLIN_TRACKING"] = "0"
+        if resolver is not None:
+            env["MERLIN_TRACKING_RUN_RESOLVER"] = resolver
         return env
+
+    def publisher_env(self, config: Config) -> dict[str, str]:
+        return self.env(config.publisher_tracked)
+
+    def worker_env(self, config: Config) -> dict[str, str]:
+        resolver = RESOLVER_NAME if config.mode == RESOLVER else None
+        return self.env(config.worker_tracked, resolver)
 
 
 def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float) -> T:
@@ -208,17 +251,42 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval:
         time.sleep(interval)
 
 
-def publish(bench: Bench, config: Config, workspace: str) -> tuple[float, str | None]:
-    """Publish the tasks from a fresh process; returns (seconds, run id or None)."""
+@dataclass(frozen=True)
+class Published:
+    seconds: float
+    run_id: str | None  # tracking on: the run launch_study opened
+    group_id: str | None  # untracked publisher: the group's id
+
+
+def publish(bench: Bench, config: Config, workspace: str) -> Published:
+    """Publish the tasks from a fresh process."""
     command = [sys.executable, str(HERE / f"{APP_MODULE}.py"), "publish", STUDY, workspace]
     done = subprocess.run(
-        command, cwd=REPO_ROOT, env=bench.env(config), capture_output=True, text=True,
-        timeout=bench.timeout, check=False,
+        command, cwd=REPO_ROOT, env=bench.publisher_env(config), capture_output=True,
+        text=True, timeout=bench.timeout, check=False,
     )  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"publishing failed ({done.returncode}):\n{done.stderr[-3000:]}")
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    return float(report["seconds"]), report["run_id"]
+    return Published(float(report["seconds"]), report["run_id"], report["group_id"])
+
+
+def ledger_key(config: Config, published: Published) -> str | None:
+    """What identifies the run to wait for: launch_study's run id, or (resolver) the
+    workspace the workflow resolver gives the group; None when nothing is tracked."""
+    if config.mode == ON:
+        if published.run_id is None:
+            raise RuntimeError("tracking on but launch_study returned no run")
+        return published.run_id
+    if config.mode == RESOLVER:
+        if published.group_id is None:
+            raise RuntimeError("the untracked publisher returned no group id")
+        return resolver_workspace(published.group_id)
+    return None
+
+
+def resolver_workspace(group_id: str) -> str:
+    return f"celery://{APP_MAIN}/{group_id}"
 
 
 def worker_command(config: Config) -> list[str]:
@@ -237,7 +305,7 @@ def running_worker(bench: Bench, config: Config, tag: str) -> Iterator[subproces
     """A ``celery worker`` subprocess in its own process group, warm-shut-down at the end."""
     log = (bench.logdir / f"{tag}.log").open("wb")
     proc = subprocess.Popen(
-        worker_command(config), cwd=REPO_ROOT, env=bench.env(config), stdout=log,
+        worker_command(config), cwd=REPO_ROOT, env=bench.worker_env(config), stdout=log,
         stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
@@ -271,22 +339,29 @@ def exact_counters(tasks: int) -> dict[str, int]:
             "revoked": 0}  # fmt: skip
 
 
-def wait_for_ledger(bench: Bench, db: TrackingDatabase, run_id: str) -> tuple[float, int]:
-    """Poll the run until COMPLETED with exact counters; returns (time.time(), polls)."""
+def wait_for_ledger(bench: Bench, db: TrackingDatabase, key: str) -> tuple[float, int]:
+    """Poll the run (by id or workspace) until COMPLETED with exact counters; returns
+    (time.time(), polls)."""
     polls = 0
     expected = exact_counters(bench.tasks)
 
     def converged() -> Run | None:
         nonlocal polls
         polls += 1
-        run = db.runs.get(run_id)
+        try:
+            run = db.runs.get(key)
+        except RunNotFoundError:  # resolver: the worker has not created it yet
+            return None
         done = run.status is RunStatus.COMPLETED and run.counters == expected
         return run if done else None
 
     try:
         wait_for(converged, bench.timeout, "the run to be COMPLETED with exact counters", 0.01)
     except TimeoutError:
-        run = db.runs.get(run_id)
+        try:
+            run = db.runs.get(key)
+        except RunNotFoundError:
+            raise RuntimeError(f"no run {key} in the ledger") from None
         raise RuntimeError(f"ledger did not converge: {run.status} {run.counters}") from None
     return time.time(), polls
 
@@ -329,45 +404,45 @@ def measure(bench: Bench, config: Config, repetition: int) -> Measurement:
     probe = bench.probe
     probe.reset()
     load = os.getloadavg()[0]
-    tag = f"{config.pool}-{'on' if config.tracking else 'off'}-{repetition}"
+    tag = f"{config.pool}-{config.mode}-{repetition}"
     workspace = f"/bench/{tag}-{time.time_ns()}"
     db = TrackingDatabase.from_url(bench.url)
-    publish_s, run_id = publish(bench, config, workspace)
-    if config.tracking and run_id is None:
-        raise RuntimeError("tracking on but launch_study returned no run")
+    published = publish(bench, config, workspace)
+    key = ledger_key(config, published)
     with running_worker(bench, config, tag) as proc:
         spawned = time.time()
         cpu, first, last = wait_for_tasks(bench, proc.pid)
         converge_s, ledger_polls = None, 0
-        if run_id is not None:
-            converged_at, ledger_polls = wait_for_ledger(bench, db, run_id)
+        if key is not None:
+            converged_at, ledger_polls = wait_for_ledger(bench, db, key)
             converge_s = max(0.0, converged_at - last)
     commands = without_probe_only(probe.command_calls())
-    commands -= own_commands(bench, db, run_id, ledger_polls)
-    check_ledger(db, config, run_id)
+    commands -= own_commands(bench, db, key, ledger_polls)
+    check_ledger(db, config, key)
     return Measurement(
-        config, repetition, bench.tasks, publish_s, first - spawned, last - first, converge_s,
-        commands, cpu, load,
+        config, repetition, bench.tasks, published.seconds, first - spawned, last - first,
+        converge_s, commands, cpu, load,
     )  # fmt: skip
 
 
 def own_commands(
-    bench: Bench, db: TrackingDatabase, run_id: str | None, ledger_polls: int
+    bench: Bench, db: TrackingDatabase, key: str | None, ledger_polls: int
 ) -> Counter[str]:
     """Server commands the benchmark itself caused: probes, the tasks' counter, ledger polls."""
     own: Counter[str] = Counter(bench.probe.sent)
     own["incrby"] += bench.tasks  # each task counts itself (redis-py sends INCRBY)
     own["set"] += 2  # first and last stamps
-    if run_id is not None and ledger_polls:
-        for name, calls in one_ledger_poll(bench.probe, db, run_id).items():
+    if key is not None and ledger_polls:
+        for name, calls in one_ledger_poll(bench.probe, db, key).items():
             own[name] += calls * ledger_polls
     return own
 
 
-def one_ledger_poll(probe: Probe, db: TrackingDatabase, run_id: str) -> Counter[str]:
-    """Server commands of one ``db.runs.get`` (what the ledger polling sent each time)."""
+def one_ledger_poll(probe: Probe, db: TrackingDatabase, key: str) -> Counter[str]:
+    """Server commands of one ``db.runs.get`` by id or workspace (what the ledger polling sent
+    each time; the run exists by then, so a poll that found none is counted like one that did)."""
     before = probe.command_calls()
-    db.runs.get(run_id)
+    db.runs.get(key)
     return without_probe_only(probe.command_calls() - before)
 
 
@@ -378,28 +453,44 @@ def without_probe_only(calls: Counter[str]) -> Counter[str]:
     )
 
 
-def check_ledger(db: TrackingDatabase, config: Config, run_id: str | None) -> None:
-    """Tracking on: one run, one physical worker (STOPPED); off: nothing recorded at all."""
+def check_ledger(db: TrackingDatabase, config: Config, key: str | None) -> None:
+    """Tracked worker: one run (launch_study's, or the resolver's for the whole group, with the
+    header task's name as study and the queue it came from), one physical worker (STOPPED);
+    off: nothing recorded at all."""
     runs = db.runs.get_all()
     workers = db.physical_workers.get_all()
-    if not config.tracking:
+    if not config.worker_tracked:
         if runs or workers:
             raise RuntimeError(f"tracking off, yet {len(runs)} runs, {len(workers)} workers")
         return
-    if [run.id for run in runs] != [run_id] or len(workers) != 1:
-        raise RuntimeError(f"expected 1 run and 1 worker, got {len(runs)} and {len(workers)}")
+    if len(runs) != 1 or key not in (runs[0].id, runs[0].workspace) or len(workers) != 1:
+        found = ", ".join(f"{run.id} {run.workspace}" for run in runs)
+        raise RuntimeError(f"expected run {key} and 1 worker, got [{found}], {len(workers)}")
+    if config.mode == RESOLVER:
+        check_resolved_run(db, runs[0])
     if workers[0].status.value != "STOPPED":
         raise RuntimeError(f"worker not recorded STOPPED after shutdown: {workers[0].status}")
 
 
+def check_resolved_run(db: TrackingDatabase, run: Run) -> None:
+    """The workflow resolver's run: study = the group's task name, queue = where tasks came."""
+    study = db.studies.get(run.study_id).name if run.study_id else None
+    if study != TASK_NAME or run.queues != (QUEUE,):
+        raise RuntimeError(f"resolver run: study {study!r}, queues {run.queues}")
+
+
 # --------------------------------------------------------------------------- schedule
-def schedule(pools: Sequence[str], concurrency: int, reps: int) -> list[tuple[Config, int]]:
-    """Repetitions outermost; within one, each pool runs off/on or on/off, alternating."""
+def schedule(
+    pools: Sequence[str], modes: Sequence[str], concurrency: int, reps: int
+) -> list[tuple[Config, int]]:
+    """Repetitions outermost; within one, each pool runs its modes back to back, off in the
+    middle (resolver/off/on, then on/off/resolver, alternating; with two modes off/on, on/off)."""
+    forward = [mode for mode in SCHEDULE_ORDER if mode in modes]
     plan = []
     for rep in range(reps):
         for index, pool in enumerate(pools):
-            order = (False, True) if (rep + index) % 2 == 0 else (True, False)
-            plan += [(Config(pool, tracking, concurrency), rep + 1) for tracking in order]
+            order = forward[::-1] if (rep + index) % 2 == 0 else forward
+            plan += [(Config(pool, mode, concurrency), rep + 1) for mode in order]
     return plan
 
 
@@ -459,29 +550,34 @@ class Summary:
 
 def summarize(measurements: Sequence[Measurement]) -> list[Summary]:
     configs = list(dict.fromkeys(m.config for m in measurements))
-    configs.sort(key=lambda c: (c.pool != "solo", c.pool, c.tracking))
+    configs.sort(key=lambda c: (c.pool != "solo", c.pool, DISPLAY_ORDER.index(c.mode)))
     return [Summary(c, [m for m in measurements if m.config == c]) for c in configs]
 
 
-def ratios(summaries: Sequence[Summary]) -> dict[str, float]:
+# Ratios are keyed by (pool, tracked mode) and taken against the same pool's tracking off.
+RatioKey = tuple[str, str]
+
+
+def ratios(summaries: Sequence[Summary]) -> dict[RatioKey, float]:
     by_config = {s.config: s for s in summaries}
     out = {}
     for s in summaries:
-        off = by_config.get(Config(s.config.pool, False, s.config.concurrency))
-        if s.config.tracking and off is not None:
-            out[s.config.pool] = s.median_tasks_per_s / off.median_tasks_per_s
+        off = by_config.get(Config(s.config.pool, OFF, s.config.concurrency))
+        if s.config.mode != OFF and off is not None:
+            out[s.config.pool, s.config.mode] = s.median_tasks_per_s / off.median_tasks_per_s
     return out
 
 
-def paired_ratios(measurements: Sequence[Measurement]) -> dict[str, float]:
-    """Per pool, the median over repetitions of on/off within the repetition (run back to back)."""
-    by_key = {(m.config.pool, m.repetition, m.config.tracking): m for m in measurements}
-    pairs: dict[str, list[float]] = {}
-    for (pool, rep, tracking), on in by_key.items():
-        off = by_key.get((pool, rep, False))
-        if tracking and off is not None:
-            pairs.setdefault(pool, []).append(on.tasks_per_s / off.tasks_per_s)
-    return {pool: statistics.median(values) for pool, values in pairs.items()}
+def paired_ratios(measurements: Sequence[Measurement]) -> dict[RatioKey, float]:
+    """Per pool and tracked mode, the median over repetitions of tracked/off within the
+    repetition (run back to back)."""
+    by_key = {(m.config.pool, m.repetition, m.config.mode): m for m in measurements}
+    pairs: dict[RatioKey, list[float]] = {}
+    for (pool, rep, mode), tracked in by_key.items():
+        off = by_key.get((pool, rep, OFF))
+        if mode != OFF and off is not None:
+            pairs.setdefault((pool, mode), []).append(tracked.tasks_per_s / off.tasks_per_s)
+    return {key: statistics.median(values) for key, values in pairs.items()}
 
 
 # --------------------------------------------------------------------------- report
@@ -501,7 +597,7 @@ def results_table(summaries: Sequence[Summary]) -> list[str]:
     ratio_of = ratios(summaries)
     paired = paired_ratios([m for s in summaries for m in s.runs])
     lines = [
-        "| pool | tracking | runs | median tasks/s (min-max) | ratio on/off | "
+        "| pool | mode | runs | median tasks/s (min-max) | ratio to off | "
         "paired ratio | Redis commands/task | worker CPU µs/task | redis-server CPU µs/task | "
         "publish tasks/s | ledger COMPLETED after last task (median / max) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -509,14 +605,15 @@ def results_table(summaries: Sequence[Summary]) -> list[str]:
     for s in summaries:
         rates = [m.tasks_per_s for m in s.runs]
         pool = s.config.pool if s.config.pool == "solo" else f"{s.config.pool} (-c 2)"
-        ratio = f"{ratio_of[s.config.pool]:.3f}" if s.config.tracking else ""
-        pair = paired.get(s.config.pool)
-        pair_text = f"{pair:.3f}" if s.config.tracking and pair is not None else ""
+        key = (s.config.pool, s.config.mode)
+        ratio, pair = ratio_of.get(key), paired.get(key)
+        ratio_text = "" if ratio is None else f"{ratio:.3f}"
+        pair_text = "" if pair is None else f"{pair:.3f}"
         lag = s.converge_ms
         lag_text = "" if lag is None else f"{lag[0]:.0f} ms / {lag[1]:.0f} ms"
         lines.append(
-            f"| {pool} | {'on' if s.config.tracking else 'off'} | {len(s.runs)} | "
-            f"{s.median_tasks_per_s:,.0f} ({min(rates):,.0f}-{max(rates):,.0f}) | {ratio} | "
+            f"| {pool} | {s.config.mode} | {len(s.runs)} | "
+            f"{s.median_tasks_per_s:,.0f} ({min(rates):,.0f}-{max(rates):,.0f}) | {ratio_text} | "
             f"{pair_text} | "
             f"{s.commands_per_task:.2f} | {s.worker_cpu_us:.0f} | {s.redis_cpu_us:.0f} | "
             f"{s.median_publish_per_s:,.0f} | {lag_text} |"
@@ -526,7 +623,7 @@ def results_table(summaries: Sequence[Summary]) -> list[str]:
 
 def runs_table(measurements: Sequence[Measurement]) -> list[str]:
     lines = [
-        "| # | pool | tracking | rep | tasks/s | publish s | worker start-up s | "
+        "| # | pool | mode | rep | tasks/s | publish s | worker start-up s | "
         "ledger lag ms | commands/task | worker CPU µs/task | redis-server CPU µs/task | "
         "load avg (1 min) |",
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -534,7 +631,7 @@ def runs_table(measurements: Sequence[Measurement]) -> list[str]:
     for number, m in enumerate(measurements, 1):
         lag = "" if m.converge_s is None else f"{m.converge_s * 1000:.0f}"
         lines.append(
-            f"| {number} | {m.config.pool} | {'on' if m.config.tracking else 'off'} | "
+            f"| {number} | {m.config.pool} | {m.config.mode} | "
             f"{m.repetition} | {m.tasks_per_s:,.0f} | {m.publish_s:.2f} | {m.startup_s:.2f} | "
             f"{lag} | {m.commands_per_task:.2f} | {m.cpu.worker_ms * 1000:.0f} | "
             f"{m.cpu.redis_ms * 1000:.0f} | {m.load:.1f} |"
@@ -543,13 +640,18 @@ def runs_table(measurements: Sequence[Measurement]) -> list[str]:
 
 
 def verdict(summaries: Sequence[Summary]) -> str:
+    """One line per tracked mode: is its ratio to off at least the target for every pool?"""
     ratio_of = ratios(summaries)
-    parts = [f"{pool} {ratio:.3f}" for pool, ratio in ratio_of.items()]
-    met = bool(ratio_of) and all(r >= TARGET_RATIO for r in ratio_of.values())
-    word = "met" if met else "NOT met"
-    return (
-        f"**Target (ratio on/off >= {TARGET_RATIO} for every pool): {word}** ({', '.join(parts)})."
-    )
+    parts = []
+    for mode in (ON, RESOLVER):
+        values = {pool: r for (pool, m), r in ratio_of.items() if m == mode}
+        if values:
+            word = "met" if all(r >= TARGET_RATIO for r in values.values()) else "NOT met"
+            pools = ", ".join(f"{pool} {r:.3f}" for pool, r in values.items())
+            parts.append(f"{mode}/off {word} ({pools})")
+    if not parts:
+        return "No target verdict: the ratios need tracking off and a tracked mode."
+    return f"**Target (ratio to off >= {TARGET_RATIO} for every pool): {'; '.join(parts)}.**"
 
 
 HOW_TO_RUN = """\
@@ -557,6 +659,7 @@ HOW_TO_RUN = """\
 python benchmarks/bench_throughput.py          # 5,000 tasks, 7 reps; updates this section
 python benchmarks/bench_throughput.py --quick  # 1,000 tasks, 1 rep; prints, writes nothing
 python benchmarks/bench_throughput.py --reps 3 --pools solo --output /tmp/t.md
+python benchmarks/bench_throughput.py --modes off,resolver  # default: on,off,resolver
 python benchmarks/bench_throughput.py --notes findings.md  # replace the profiling notes below
 python benchmarks/bench_throughput.py --help   # every option
 ```"""
@@ -565,27 +668,37 @@ python benchmarks/bench_throughput.py --help   # every option
 def method_lines(tasks: int) -> list[str]:
     return [
         f"- {tasks:,} no-op tasks (`ignore_result=True`; each does one `INCR` so the benchmark "
-        "knows when all are done, in both modes) through a real "
+        "knows when all are done, in every mode) through a real "
         f"`celery -A {APP_MODULE} worker` subprocess (`benchmarks/{APP_MODULE}.py`, an app "
         "without merlin_tracking code: tracking comes from the package's `celery.commands` entry "
         "point), `--without-mingle --without-gossip --loglevel WARNING`, default prefetch. The "
         'script starts its own `redis-server` on a free port of 127.0.0.1 (`--save "" '
         "--appendonly no`) as broker, result backend and tracking store, flushes it before each "
         "measurement and stops it at the end.",
-        "- Each measurement publishes every task first, from a fresh process (tracking on: one "
-        "`launch_study(app, study, workspace, group)` run; off: the same group's `apply_async()` "
-        "with `tracking_enabled = False` and `MERLIN_TRACKING=0`), then starts the worker. "
-        "**tasks/s** = tasks / (end of the last task - start of the first task), both stamped by "
-        "the tasks, so worker start-up is left out. Tracking on then also waits until the run is "
-        "COMPLETED with exact counters (queued = started = succeeded = tasks, nothing failed, "
-        "retried or revoked; polled every 10 ms) and reports how long after the last task that "
-        "was; a measurement whose run does not converge fails the benchmark. Then the worker gets "
-        "SIGTERM (warm shutdown) and must record itself STOPPED; with tracking off nothing may be "
-        "recorded at all.",
-        "- Within each repetition the two modes of a pool run back to back, in alternating order "
-        "(off/on, then on/off). **ratio on/off** = median tasks/s on / median tasks/s off (the "
-        "target's measure); **paired ratio** = median over repetitions of on/off within the "
-        "repetition, a check that is less sensitive to drift in the machine's other load.",
+        "- Each measurement publishes every task first, as one group from a fresh process, then "
+        "starts the worker. Modes: **on**: the publisher opens one run with "
+        "`launch_study(app, study, workspace, group)` (run headers on every message, tasks "
+        "counted at publish) and the worker is tracked; **resolver**: the publisher is untracked "
+        "(the group's plain `apply_async()` with `tracking_enabled = False` and "
+        "`MERLIN_TRACKING=0`) and the worker is tracked with "
+        f"`MERLIN_TRACKING_RUN_RESOLVER={RESOLVER_NAME}`: its main process resolves each "
+        "message without run headers when it receives it, creates the group's run "
+        f"(`celery://{APP_MAIN}/<group id>`, study `{TASK_NAME}`) once and counts the task as "
+        "queued there; **off**: publisher and worker both untracked.",
+        "- **tasks/s** = tasks / (end of the last task - start of the first task), both stamped "
+        "by the tasks, so worker start-up is left out. The tracked modes then also wait until "
+        "the run (found by id, or by the resolver's workspace) is COMPLETED with exact counters "
+        "(queued = started = succeeded = tasks, nothing failed, retried or revoked; polled every "
+        "10 ms) and report how long after the last task that was; a measurement whose run does "
+        "not converge, or whose ledger holds any other run, fails the benchmark. Then the worker "
+        "gets SIGTERM (warm shutdown) and must record itself STOPPED; with tracking off nothing "
+        "may be recorded at all.",
+        "- Within each repetition the modes of a pool run back to back with off in the middle, "
+        "in an order that reverses from one repetition to the next (resolver/off/on, then "
+        "on/off/resolver). **ratio to off** = median tasks/s of the mode / median tasks/s off "
+        "(the target's measure); **paired ratio** = median over repetitions of mode/off within "
+        "the repetition (neighbouring measurements), a check that is less sensitive to drift in "
+        "the machine's other load.",
         "- **Redis commands/task**: `INFO commandstats` delta over the whole measurement "
         "(publishing, worker start-up, tasks, ledger convergence, shutdown; commands run inside "
         "Lua scripts included), less the benchmark's own commands (the tasks' `INCRBY` and two "
@@ -607,12 +720,9 @@ def results_lines(bench: Bench) -> list[str]:
         "",
         "Server command mix per task (all runs of the configuration together):",
         "",
-        "| pool | tracking | commands per task (top 8) |",
+        "| pool | mode | commands per task (top 8) |",
         "|---|---|---|",
-        *(
-            f"| {s.config.pool} | {'on' if s.config.tracking else 'off'} | {s.command_mix()} |"
-            for s in summaries
-        ),
+        *(f"| {s.config.pool} | {s.config.mode} | {s.command_mix()} |" for s in summaries),
         "",
         "Every measurement, in the order run:",
         "",
@@ -625,7 +735,7 @@ def render(bench: Bench, facts: dict[str, str], wall_s: float, notes: Sequence[s
     facts["benchmark wall time"] = f"{wall_s:.0f} s"
     lines = [
         SECTION_START,
-        "# merlin_tracking task throughput: tracking on vs off",
+        "# merlin_tracking task throughput: tracking on, resolver, off",
         "",
         "Generated by `benchmarks/bench_throughput.py` from a real run; the script replaces only "
         "the text between the `throughput` markers (and keeps the profiling notes).",
@@ -679,6 +789,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=7, help="repetitions of each configuration")
     parser.add_argument("--pools", default="solo,prefork", help="comma-separated pools")
     parser.add_argument("--concurrency", type=int, default=2, help="prefork pool processes")
+    parser.add_argument(
+        "--modes",
+        default=",".join(SCHEDULE_ORDER),
+        help="comma-separated modes: on (launch_study), resolver (untracked publisher, "
+        f"worker with the {RESOLVER_NAME} resolver), off; ratios need off",
+    )
     parser.add_argument("--quick", action="store_true", help="1,000 tasks, 1 rep, write nothing")
     parser.add_argument("--output", help=f"markdown file to update (default {DEFAULT_OUTPUT})")
     parser.add_argument(
@@ -693,6 +809,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.redis_server:
         parser.error("redis-server not found on PATH; install it or pass --redis-server")
+    args.modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    unknown = sorted(set(args.modes) - set(SCHEDULE_ORDER))
+    if unknown or not args.modes:
+        parser.error(f"--modes: unknown {unknown}; choose from {', '.join(SCHEDULE_ORDER)}")
     if args.quick:
         args.tasks, args.reps = 1000, 1
     elif args.output is None:
@@ -709,7 +829,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         facts = machine_facts_with(probe)
         bench = Bench(url, probe, args.tasks, args.timeout, Path(logdir))
         try:
-            run_all(bench, schedule(pools, args.concurrency, args.reps))
+            run_all(bench, schedule(pools, args.modes, args.concurrency, args.reps))
         except Exception:
             for log in sorted(Path(logdir).glob("*.log")):
                 print(f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}")

@@ -3,7 +3,9 @@
 A plain Celery project without a line of merlin_tracking code: ``celery -A throughput_app
 worker`` is tracked through the package's ``celery.commands`` entry point (the drop-in path), or
 not at all when ``BENCH_TRACKING=0`` (which sets ``tracking_enabled = False``; the benchmark also
-sets ``MERLIN_TRACKING=0`` then). Configured from the environment:
+sets ``MERLIN_TRACKING=0`` then). In the benchmark's resolver mode the publisher runs with
+``BENCH_TRACKING=0`` and the worker with ``MERLIN_TRACKING_RUN_RESOLVER=workflow``, so the worker
+finds the run of each message itself. Configured from the environment:
 
     BENCH_REDIS_URL   broker, result backend and (by default) tracking store
     BENCH_QUEUE       queue the tasks go to and the worker consumes
@@ -15,7 +17,8 @@ benchmark can tell when every task is done without storing results; the first ta
 started and the task that brings the count to ``BENCH_TASKS`` stamps when it ended.
 
 ``python throughput_app.py publish STUDY WORKSPACE`` publishes ``BENCH_TASKS`` no-op tasks as one
-group (with ``launch_study`` when tracking is on) and prints a JSON line with the timing.
+group (with ``launch_study`` when tracking is on, else with a plain ``apply_async``) and prints a
+JSON line with the timing, the run id (tracking on) or the group id (tracking off).
 """
 
 from __future__ import annotations
@@ -74,20 +77,21 @@ noop: Any = app.task(name="bench.noop", ignore_result=True)(_noop)
 
 
 def publish(study: str, workspace: str) -> dict[str, object]:
-    """Publish ``TASKS`` no-op tasks as one group; returns seconds taken and the run id."""
+    """Publish ``TASKS`` no-op tasks as one group; returns seconds taken, and the run id
+    (tracking on) or the group id (tracking off: a worker-side resolver keys the run by it)."""
     canvas = group(noop.s() for _ in range(TASKS))
     with app.connection_for_write() as connection:
         connection.ensure_connection()
-    run_id = None
+    run_id = group_id = None
     started = time.perf_counter()
     if TRACKING:
         from merlin_tracking.signals import launch_study
 
         run_id = launch_study(app, study, workspace, canvas).id
     else:
-        canvas.apply_async()
+        group_id = canvas.apply_async().id
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "run_id": run_id, "tasks": TASKS}
+    return {"seconds": seconds, "run_id": run_id, "group_id": group_id, "tasks": TASKS}
 
 
 if __name__ == "__main__":
