@@ -157,10 +157,11 @@ def apply_task_events(
     return list(missing)
 
 
-def settle_runs(conn: sqlite3.Connection, ns: str, now: datetime) -> list[str]:
-    """Refresh the status of active runs whose ``settle_until`` has passed (the SQL twin of
-    the ``settle_runs`` script); return the ids of those that completed."""
-    completed = []
+def settled_changes(
+    conn: sqlite3.Connection, ns: str, now: datetime
+) -> list[tuple[Run, RunStatus]]:
+    """Active runs whose ``settle_until`` has passed and whose status that changes, with the
+    new status (the SQL twin of the ``settle_runs`` script's test)."""
     placeholders = ", ".join("?" for _ in ACTIVE_STATUSES)
     until = "CAST(json_extract(fields, '$.settle_until') AS INTEGER)"
     ids = [
@@ -170,13 +171,21 @@ def settle_runs(conn: sqlite3.Connection, ns: str, now: datetime) -> list[str]:
             (ns, *(status.value for status in ACTIVE_STATUSES), datetime_to_micros(now)),
         )
     ]
+    changes = []
     for run_id in ids:
         run = rows.load(conn, ns, Run, run_id)
-        if run is None or run.settle_until is None or run.settle_until > now:
-            continue
-        status = next_status(run, now)
-        if status is not run.status:
-            rows.update(conn, ns, run, run.replace(status=status, updated_at=now))
-            if status is RunStatus.COMPLETED:
-                completed.append(run_id)
+        if run is not None:
+            status = next_status(run, now)
+            if status is not run.status:
+                changes.append((run, status))
+    return changes
+
+
+def settle_runs(conn: sqlite3.Connection, ns: str, now: datetime) -> list[str]:
+    """Apply ``settled_changes``; return the ids of the runs that completed."""
+    completed = []
+    for run, status in settled_changes(conn, ns, now):
+        rows.update(conn, ns, run, run.replace(status=status, updated_at=now))
+        if status is RunStatus.COMPLETED:
+            completed.append(run.id)
     return completed

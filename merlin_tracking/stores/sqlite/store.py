@@ -185,6 +185,11 @@ class SqliteStore(TrackingStore):
             return progress.apply_task_events(conn, self.prefix, events, _now(), settle)
 
     def settle_runs(self) -> list[str]:
+        # Every live worker calls this each heartbeat: take the write lock only when a run
+        # actually changes (then look again under it).
+        with self._db.transaction(write=False) as conn:
+            if not progress.settled_changes(conn, self.prefix, _now()):
+                return []
         with self._db.transaction(write=True) as conn:
             return progress.settle_runs(conn, self.prefix, _now())
 
