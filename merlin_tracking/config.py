@@ -36,6 +36,9 @@ class TrackingConfig:
     heartbeat_interval: float = 10.0
     stale_after: float = 60.0
     run_resolver: str = "headers"
+    # Seconds a run counted at workers (untracked publisher) waits after its last received task
+    # before it may complete: its other tasks may still be on their way through the broker.
+    settle_seconds: float = 10.0
 
     @classmethod
     def from_app_conf(
@@ -81,7 +84,10 @@ class TrackingConfig:
             from merlin_tracking.resolvers import load_resolver
 
             load_resolver(resolver)  # fails at start-up, naming the setting and valid names
-        return cls(enabled, url, prefix, interval, stale, str(resolver).strip())
+        settle = _seconds(
+            "tracking_settle_seconds", setting("tracking_settle_seconds"), 10.0, zero_ok=True
+        )
+        return cls(enabled, url, prefix, interval, stale, str(resolver).strip(), settle)
 
 
 def default_sqlite_url(environ: Mapping[str, str] | None = None) -> str:
@@ -123,13 +129,15 @@ def _flag(name: str, value: Any) -> bool:
     raise ConfigurationError(f"{name}: expected true or false, got {value!r}")
 
 
-def _seconds(name: str, value: Any, default: float) -> float:
+def _seconds(name: str, value: Any, default: float, zero_ok: bool = False) -> float:
     if value is None:
         return default
     try:
         seconds = float(value)
     except (TypeError, ValueError):
         raise ConfigurationError(f"{name}: expected a number of seconds, got {value!r}") from None
-    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
-        raise ConfigurationError(f"{name}: must be a positive number of seconds, got {value!r}")
+    low_ok = seconds >= 0 if zero_ok else seconds > 0
+    if not low_ok or seconds != seconds or seconds == float("inf"):
+        kind = "zero or a positive" if zero_ok else "a positive"
+        raise ConfigurationError(f"{name}: must be {kind} number of seconds, got {value!r}")
     return seconds

@@ -33,6 +33,8 @@ POOLS = ("solo", "threads", "prefork")
 CONCURRENCY = {"solo": 1, "threads": 4, "prefork": 2}
 HEARTBEAT = 0.5
 STALE_AFTER = 2.0
+# Settle delay of runs counted at workers: short, so that those runs complete quickly.
+SETTLE = 0.5
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.05) -> T:
@@ -69,6 +71,7 @@ def make_app(redis_url: str, prefix: str, **conf: Any) -> Celery:
         "tracking_prefix": prefix,
         "tracking_heartbeat_interval": HEARTBEAT,
         "tracking_stale_after": STALE_AFTER,
+        "tracking_settle_seconds": SETTLE,
         "task_default_queue": queue_name(prefix),
         "result_expires": 600,
         "broker_connection_retry_on_startup": True,

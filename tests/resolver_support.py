@@ -67,6 +67,17 @@ def publish_untracked(redis_url: str, prefix: str, kinds: list[str], out: Any) -
     assert not state._trackers  # nothing installed tracking in this process
 
 
+def publish_waves(redis_url: str, prefix: str, waves: Any, out: Any) -> None:
+    """Body of a spawned process: publish waves of ``add`` tasks with a plain app, one wave per
+    count read from ``waves`` (None ends), putting each wave's task ids on ``out``."""
+    from celery_support import define_tasks, make_app
+
+    app = make_app(redis_url, prefix)
+    t = define_tasks(app)
+    while (count := waves.get(timeout=60)) is not None:
+        out.put([t.add.s(i, i).apply_async().id for i in range(count)])
+
+
 # ------------------------------------------------------------------------------- Merlin mimic
 MERLIN_STEP = "merlin.common.tasks.merlin_step"
 MERLIN_EXPAND = "merlin.common.tasks.expand_tasks_with_samples"

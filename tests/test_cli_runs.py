@@ -242,3 +242,27 @@ def test_selection_pages_newest_first(
     assert ids("--until", middle) == newest[3:]
     assert ids("--until", middle, "--limit", "2") == newest[3:5]
     assert ids("--since", middle, "--until", middle) == [made[3]]
+
+
+def test_readers_complete_a_settled_run_when_no_worker_is_left(
+    cli: Cli, db: TrackingDatabase
+) -> None:
+    """A run counted at a worker is RUNNING while it settles (``runs show`` says until when);
+    once the settle time has passed, the CLI applies the completion itself."""
+    import time
+
+    from merlin_tracking.records.events import TaskEvent, TaskEventKind
+
+    run = db.runs.create("sweep", "/ws/settling", [])
+    db.runs.record_events([TaskEvent(run.id, "t", TaskEventKind.RECEIVED, "sim")], settle=1.5)
+    db.runs.record_events([TaskEvent(run.id, "t", TaskEventKind.RAN)])
+    shown = ok(cli("runs", "show", run.id))
+    assert "RUNNING" in shown and "more tasks may still arrive until" in shown
+    settle_until = db.runs.get(run.id).settle_until
+    assert settle_until is not None
+    time.sleep(max(0.0, (settle_until - datetime.now(timezone.utc)).total_seconds()) + 0.05)
+    assert db.runs.get(run.id).status is RunStatus.RUNNING  # nobody applied it yet
+    listed = cli.json("runs", "list", "--status", "completed")
+    assert [doc["id"] for doc in listed["runs"]] == [run.id]
+    assert "Settling" not in ok(cli("runs", "show", run.id))
+    assert db.runs.get(run.id).status is RunStatus.COMPLETED

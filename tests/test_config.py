@@ -20,6 +20,7 @@ def test_defaults_follow_a_redis_result_backend() -> None:
     assert result.prefix == "merlin_tracking"
     assert result.heartbeat_interval == 10.0
     assert result.stale_after == 60.0
+    assert result.settle_seconds == 10.0
 
 
 def test_without_redis_the_store_is_a_per_user_sqlite_file(tmp_path: Path) -> None:
@@ -45,6 +46,9 @@ def test_explicit_settings_and_environment_overrides() -> None:
     env = {"MERLIN_TRACKING_URL": "redis://c/3", "MERLIN_TRACKING_PREFIX": "env"}
     overridden = config(conf, env)
     assert (overridden.url, overridden.prefix) == ("redis://c/3", "env")
+    settle = {**conf, "tracking_settle_seconds": 30}
+    assert config(settle).settle_seconds == 30.0
+    assert config(settle, {"MERLIN_TRACKING_SETTLE_SECONDS": "0"}).settle_seconds == 0.0
 
 
 @pytest.mark.parametrize(
@@ -71,6 +75,8 @@ def test_opt_out(conf: dict[str, object], env: dict[str, str]) -> None:
         ({"tracking_stale_after": -1}, "tracking_stale_after"),
         ({"tracking_heartbeat_interval": 10, "tracking_stale_after": 5}, "tracking_stale_after"),
         ({"tracking_enabled": "maybe"}, "tracking_enabled"),
+        ({"tracking_settle_seconds": -1}, "tracking_settle_seconds"),
+        ({"tracking_settle_seconds": "soon"}, "tracking_settle_seconds"),
     ],
 )
 def test_bad_values_name_the_setting(conf: dict[str, object], setting: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -62,6 +63,19 @@ def test_import_after_delete_restores_the_same_run(db: TrackingDatabase) -> None
     db.runs.delete(run_id)
     assert db.import_run(document).id == run_id
     assert db.runs.get("/ws/ü 1").tasks_succeeded == 1
+
+
+def test_an_imported_settling_run_still_completes_once_settled(db: TrackingDatabase) -> None:
+    run = db.runs.create("s", "/ws/settling", [])
+    db.runs.record_events([TaskEvent(run.id, "t", TaskEventKind.RECEIVED, "q")], settle=0.5)
+    db.runs.record_events([TaskEvent(run.id, "t", TaskEventKind.RAN)])
+    document = db.export_run(run.id)
+    db.runs.delete(run.id)
+    imported = db.import_run(document)
+    assert imported.status is RunStatus.RUNNING and imported.settle_until is not None
+    time.sleep(0.6)
+    assert db.runs.settle() == [run.id]
+    assert db.runs.get(run.id).status is RunStatus.COMPLETED
 
 
 @pytest.mark.parametrize(

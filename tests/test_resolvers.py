@@ -12,7 +12,9 @@ import gc
 import multiprocessing
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -452,6 +454,52 @@ def test_resolver_extra_run_fields(
     run = db.runs.get(run_id)
     assert run.parameters == {"root_task": "mt.add"}
     assert run.additional_data == {"origin": "publish"}
+
+
+def test_run_counted_at_the_worker_waits_for_the_next_wave(
+    redis_url: str, prefix: str, db: TrackingDatabase, cleanup: None
+) -> None:
+    """An untracked publisher sends one task, then (while the run is still settling) two more:
+    the run never reads COMPLETED in between, and completes once, with every task counted,
+    after the settle delay (applied by the worker's heartbeat)."""
+    from resolver_support import publish_waves
+
+    settle = 6.0
+    app = make_app(
+        redis_url,
+        prefix,
+        tracking_run_resolver="resolver_support:fixed_resolver",
+        tracking_settle_seconds=settle,
+    )
+    define_tasks(app)
+    assert install(app) is not None
+    ctx = multiprocessing.get_context("spawn")
+    waves, out = ctx.Queue(), ctx.Queue()
+    publisher = ctx.Process(target=publish_waves, args=(redis_url, prefix, waves, out))
+    publisher.start()
+    try:
+        with embedded_worker(app, "solo", prefix):
+            waves.put(1)
+            out.get(timeout=60)
+            run_id = db_run_id(db, "/ws/fixed")
+            first = wait_for(lambda: (r := db.runs.get(run_id)).tasks_succeeded == 1 and r)
+            assert first and first.settle_until is not None
+            # All counted tasks are done; for a while more may arrive: still RUNNING.
+            quiet_until = time.monotonic() + 1.5
+            while time.monotonic() < quiet_until:
+                assert db.runs.get(run_id).status is RunStatus.RUNNING
+                time.sleep(0.1)
+            assert datetime.now(timezone.utc) < first.settle_until  # the wave comes in time
+            waves.put(2)
+            out.get(timeout=60)
+            done = wait_for_run(db, run_id, counters(3), RunStatus.COMPLETED, timeout=60)
+            assert done.settle_until is not None and done.settle_until > first.settle_until
+            assert done.updated_at >= done.settle_until
+    finally:
+        waves.put(None)
+        publisher.join(60)
+    assert publisher.exitcode == 0
+    assert [r.id for r in db.runs.get_all()] == [run_id]
 
 
 def test_drop_in_cli_worker_with_the_resolver_from_the_environment(

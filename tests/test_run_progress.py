@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from merlin_tracking import (
+    InvalidRecordError,
     InvalidTransitionError,
     RunStatus,
     TrackingDatabase,
@@ -256,3 +258,107 @@ def test_failed_and_cancelled_runs_never_reopen(db: TrackingDatabase) -> None:
     db.runs.cancel(cancelled.id)
     db.runs.record_events(events(cancelled.id, ("t1", P), ("t1", S)))
     assert db.runs.get(cancelled.id).status is RunStatus.CANCELLED
+
+
+# ------------------------------------------------------------------------------- settling
+RCV = TaskEventKind.RECEIVED
+
+
+def received(run_id: str, *tasks: str) -> list[TaskEvent]:
+    """Tasks first counted at a worker (their publisher was not tracked)."""
+    return [TaskEvent(run_id, task, RCV, "q") for task in tasks]
+
+
+def wait_past(moment: datetime | None) -> None:
+    assert moment is not None
+    time.sleep(max(0.0, (moment - datetime.now(timezone.utc)).total_seconds()) + 0.05)
+
+
+def test_received_tasks_hold_completion_until_the_run_settles(db: TrackingDatabase) -> None:
+    run = db.runs.create("s", "/ws", [])
+    before = datetime.now(timezone.utc)
+    db.runs.record_events(received(run.id, "t1"), settle=0.8)
+    db.runs.record_events(events(run.id, ("t1", S), ("t1", OK)), settle=0.8)
+    waiting = db.runs.get(run.id)
+    # Every counted task is done, but more may still be on their way through the broker.
+    assert waiting.status is RunStatus.RUNNING
+    assert waiting.settle_until is not None
+    assert waiting.settle_until >= before + timedelta(seconds=0.7)
+    assert list(waiting.queues) == ["q"]
+    assert db.runs.settle() == []
+    assert db.runs.get(run.id).status is RunStatus.RUNNING
+    wait_past(waiting.settle_until)
+    assert db.runs.settle() == [run.id]
+    done = db.runs.get(run.id)
+    assert done.status is RunStatus.COMPLETED
+    assert (done.tasks_queued, done.tasks_succeeded) == (1, 1)
+    assert db.runs.settle() == []  # applied once
+
+
+def test_each_receipt_pushes_the_settle_time_back(db: TrackingDatabase) -> None:
+    run = db.runs.create("s", "/ws", [])
+    db.runs.record_events(received(run.id, "t1"), settle=0.8)
+    db.runs.record_events(events(run.id, ("t1", S), ("t1", OK)))
+    first = db.runs.get(run.id).settle_until
+    time.sleep(0.4)
+    db.runs.record_events(received(run.id, "t2"), settle=0.8)  # the next wave arrives
+    second = db.runs.get(run.id).settle_until
+    assert first is not None and second is not None and second > first
+    wait_past(first)
+    assert db.runs.settle() == []
+    db.runs.record_events(events(run.id, ("t2", S), ("t2", OK)))
+    assert db.runs.get(run.id).status is RunStatus.RUNNING
+    wait_past(second)
+    assert db.runs.settle() == [run.id]
+    done = db.runs.get(run.id)
+    assert done.status is RunStatus.COMPLETED
+    assert (done.tasks_queued, done.tasks_succeeded) == (2, 2)
+
+
+def test_events_after_the_settle_time_complete_at_once(db: TrackingDatabase) -> None:
+    run = db.runs.create("s", "/ws", [])
+    db.runs.record_events(received(run.id, "t1"), settle=0.3)
+    db.runs.record_events(events(run.id, ("t1", S)))
+    wait_past(db.runs.get(run.id).settle_until)
+    db.runs.record_events(events(run.id, ("t1", OK)))
+    assert db.runs.get(run.id).status is RunStatus.COMPLETED
+
+
+def test_settling_never_delays_failure_or_runs_counted_at_publish(db: TrackingDatabase) -> None:
+    published = db.runs.create("s", "/ws/p", [])
+    db.runs.record_events(events(published.id, ("t", P), ("t", S), ("t", OK)), settle=30)
+    done = db.runs.get(published.id)
+    assert done.status is RunStatus.COMPLETED and done.settle_until is None
+    failing = db.runs.create("s", "/ws/f", [])
+    db.runs.record_events(received(failing.id, "t"), settle=30)
+    db.runs.record_events(events(failing.id, ("t", S), ("t", KO)), settle=30)
+    assert db.runs.get(failing.id).status is RunStatus.FAILED
+
+
+def test_zero_settle_completes_at_once(db: TrackingDatabase) -> None:
+    run = db.runs.create("s", "/ws", [])
+    db.runs.record_events(received(run.id, "t1"), settle=0)
+    db.runs.record_events(events(run.id, ("t1", S), ("t1", OK)))
+    done = db.runs.get(run.id)
+    assert done.status is RunStatus.COMPLETED and done.settle_until is None
+
+
+def test_settling_run_deleted_or_cancelled_is_left_alone(db: TrackingDatabase) -> None:
+    gone = db.runs.create("s", "/ws/gone", [])
+    kept = db.runs.create("s", "/ws/cancelled", [])
+    for run in (gone, kept):
+        db.runs.record_events(received(run.id, "t"), settle=0.3)
+        db.runs.record_events(events(run.id, ("t", S), ("t", OK)))
+    db.runs.delete(gone.id)
+    db.runs.cancel(kept.id)
+    wait_past(db.runs.get(kept.id).settle_until)
+    assert db.runs.settle() == []
+    assert db.runs.get(kept.id).status is RunStatus.CANCELLED
+
+
+@pytest.mark.parametrize("settle", [-1, float("nan"), float("inf")])
+def test_bad_settle_is_refused_and_changes_nothing(db: TrackingDatabase, settle: float) -> None:
+    run = db.runs.create("s", "/ws", [])
+    with pytest.raises(InvalidRecordError, match="settle"):
+        db.runs.record_events(received(run.id, "t1"), settle=settle)
+    assert db.runs.get(run.id).tasks_queued == 0

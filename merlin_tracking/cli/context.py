@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,15 @@ class CliState:
             except ValueError as exc:  # malformed URL or prefix (InvalidRecordError included)
                 raise CliError(f"{masked(url)}: {exc}", ExitCode.USAGE) from None
         return self._db
+
+    def settled_db(self) -> TrackingDatabase:
+        """The database, after completing runs whose settle delay has passed, so that a reader
+        sees them COMPLETED even when no worker is left to do it. Best effort: a store this
+        user may only read is read as it is."""
+        db = self.db
+        with contextlib.suppress(Exception):
+            db.runs.settle()
+        return db
 
 
 def masked(url: str) -> str:

@@ -15,7 +15,7 @@ from merlin_tracking.records import Run, RunStatus, WorkerStatus
 
 
 def info_document(state: CliState, recent: int) -> dict[str, Any]:
-    db = state.db
+    db = state.settled_db()
     facts = db.info(recent=recent)
     runs_by_status = {
         status.value: len(db.store.find_ids(Run, {"status": [status.value]}))

@@ -39,6 +39,7 @@ from merlin_tracking.cli.output import (
     plural,
     render_fields,
     render_table,
+    utcnow,
 )
 from merlin_tracking.cli.timespec import moment_option
 from merlin_tracking.database import TrackingDatabase
@@ -228,7 +229,7 @@ def runs() -> None:
 @pass_state
 def list_runs(state: CliState, /, as_json: bool, **options: Any) -> None:
     """Runs matching every filter given, newest first."""
-    db = state.db
+    db = state.settled_db()
     documents = run_documents(db, selection(**options).select(db))
     if as_json:
         echo_json({"count": len(documents), "runs": documents})
@@ -286,7 +287,7 @@ def _workers_table(
 @pass_state
 def show_run(state: CliState, run: str, as_json: bool) -> None:
     """A run with its counters, queues, workers (and whether each is alive) and timings."""
-    db = state.db
+    db = state.settled_db()
     record = db.runs.get(run)
     study = db.store.fetch(Study, record.study_id) if record.study_id else None
     logical = db.store.fetch_many(LogicalWorker, list(record.workers))
@@ -326,6 +327,9 @@ def show_run(state: CliState, run: str, as_json: bool) -> None:
     ]
     if record.publishing:
         pairs.append(("Publishing", plural(record.publishing, "launch", "launches") + " running"))
+    if record.is_active and record.settle_until is not None and record.settle_until > utcnow():
+        until = format_time(record.settle_until, seconds=True)
+        pairs.append(("Settling", f"more tasks may still arrive until {until} UTC"))
     optional = {
         "Parent": record.parent,
         "Child": record.child,

@@ -41,7 +41,7 @@ def progress_bar(share: float | None) -> str:
 
 def frame_document(state: CliState) -> dict[str, Any]:
     """One frame: active runs (newest first) and physical workers not STOPPED."""
-    db = state.db
+    db = state.settled_db()
     runs = newest_first(db.runs.get_all({"status": [s.value for s in ACTIVE_STATUSES]}))
     shown = [s.value for s in WorkerStatus if s is not WorkerStatus.STOPPED]
     physical = db.physical_workers.get_all({"status": shown})

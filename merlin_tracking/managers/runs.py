@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -127,9 +128,19 @@ class RunManager(Manager[Run]):
                 f"it may go to: {choices(s.value for s in RUN_TRANSITIONS[old]) or 'nothing'}"
             )
 
-    def record_events(self, events: Sequence[TaskEvent]) -> list[str]:
-        """Apply task events (see ``TrackingStore.apply_task_events``); return missing run ids."""
-        return self.store.apply_task_events(events)
+    def record_events(self, events: Sequence[TaskEvent], settle: float = 0.0) -> list[str]:
+        """Apply task events (see ``TrackingStore.apply_task_events``); return missing run ids.
+
+        ``settle``: seconds a run with RECEIVED events (tasks first counted at a worker) waits
+        after the last of them before it may complete."""
+        if not (settle >= 0 and math.isfinite(settle)):
+            raise InvalidRecordError(f"settle: must be zero or a positive number, got {settle!r}")
+        return self.store.apply_task_events(events, settle)
+
+    def settle(self) -> list[str]:
+        """Complete the runs whose settle delay has passed with all their tasks done; return
+        their ids. Worker heartbeats and the CLI call this, so nothing else needs to."""
+        return self.store.settle_runs()
 
     def change_publishing(self, run_id: str, delta: int) -> RunStatus | None:
         """Count a launch in progress (+1) or finished (-1); see ``TrackingStore``."""

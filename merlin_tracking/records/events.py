@@ -9,6 +9,9 @@ from enum import Enum
 
 class TaskEventKind(str, Enum):
     PUBLISHED = "published"
+    #: Queued, first seen at a worker (no tracked publisher counted it): the run waits for the
+    #: settle delay after the last such receipt before it may complete.
+    RECEIVED = "received"
     STARTED = "started"
     RETRIED = "retried"
     SUCCEEDED = "succeeded"

@@ -32,6 +32,7 @@ class Run(Record):
         "updated_at": codec.DATETIME,
         **{f"tasks_{name}": codec.INT for name in COUNTERS},
         "publishing": codec.INT,
+        "settle_until": codec.OPT_DATETIME,
     }
 
     study_id: str | None
@@ -55,6 +56,9 @@ class Run(Record):
     tasks_revoked: int = 0
     # Launches still publishing; a run cannot complete while this is above zero.
     publishing: int = 0
+    # Set when a worker counts a task no tracked publisher saw (more may still be on their way):
+    # the run cannot complete before this time, which each such receipt pushes back.
+    settle_until: datetime | None = None
 
     @property
     def counters(self) -> dict[str, int]:

@@ -6,9 +6,10 @@ where the tracker opens its own connection lazily. This is the per-task hot path
 a few attribute reads and one append.
 
 With a run resolver configured, a task that arrives without run headers is resolved once in the
-main process (``task_received``), counted as queued there (the per-task states make a task
-count once whichever side counts it), and its request is stamped with the run, so the pool sees
-it like a header; the pool child resolves itself only if that did not happen.
+main process (``task_received``), counted as queued there (RECEIVED: the per-task states make a
+task count once whichever side counts it, and the run waits ``tracking_settle_seconds`` after the
+last such receipt before it may complete), and its request is stamped with the run, so the pool
+sees it like a header; the pool child resolves itself only if that did not happen.
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def _resolve_revoked(task: Any, request: Any, task_id: str) -> RunIdentity | Non
         run = _resolve_context(tracker, task, request)
         if run is not None:
             queue = _opt_str(_routing_key(getattr(request, "delivery_info", None)))
-            tracker.record(run, task_id, TaskEventKind.PUBLISHED, queue)
+            tracker.record(run, task_id, TaskEventKind.RECEIVED, queue)
         return run
     except Exception:
         logger.exception("merlin_tracking: run resolution failed (task unaffected)")
@@ -193,7 +194,7 @@ def on_task_received(sender: Any = None, request: Any = None, **_: Any) -> None:
                     if isinstance(headers, MutableMapping):
                         headers[STUDY_HEADER] = run.study
                         headers[WORKSPACE_HEADER] = run.workspace
-                    tracker.record(run, task_id, TaskEventKind.PUBLISHED, queue)
+                    tracker.record(run, task_id, TaskEventKind.RECEIVED, queue)
         if run is not None and isinstance(task_id, str):
             _received[task_id] = run
             if len(_received) > _RECEIVED_CAPACITY:

@@ -167,7 +167,7 @@ class Tracker:
             TaskEvent(self._run_id(run, queue), task_id, kind, queue)
             for run, task_id, kind, queue in pending
         ]
-        missing = set(self.db.runs.record_events(coalesce(events)))
+        missing = set(self.db.runs.record_events(coalesce(events), self.config.settle_seconds))
         if missing:
             # Deleted while in use: forget them so the next event starts a fresh run record.
             for workspace, run_id in list(self._run_ids.items()):

@@ -101,6 +101,9 @@ class WorkerSession:
                 or not self.tracker.db.physical_workers.heartbeat(self.physical_id)
             ):
                 self._register()
+            # Runs counted here from untracked publishers complete once their settle delay
+            # passes; live workers apply that (no monitor process needed).
+            self.tracker.db.runs.settle()
             if self._warned:
                 logger.warning("merlin_tracking: worker records reachable again")
                 self._warned = False

@@ -116,16 +116,23 @@ class TrackingStore(ABC):
         """Attach (or detach) a logical worker and a run, both sides; return whether it changed."""
 
     @abstractmethod
-    def apply_task_events(self, events: Sequence[TaskEvent]) -> list[str]:
+    def apply_task_events(self, events: Sequence[TaskEvent], settle: float = 0.0) -> list[str]:
         """Apply task events in order, atomically, keeping run counters and status exact.
 
         Each task id counts once per counter whatever the order of events from different
         processes (``tasks_retried`` counts retry events). Status: QUEUED on publish, RUNNING on
-        start, FAILED on a failure, COMPLETED once every counted task finished without failure
-        and no launch is publishing; terminal statuses are never left. A published queue joins
-        the run's queues and attaches its logical workers. Returns ids of runs that do not exist
-        (their events are dropped).
+        start, FAILED on a failure, COMPLETED once every counted task finished without failure,
+        no launch is publishing and ``settle_until`` has passed; terminal statuses are never
+        left. A RECEIVED event (a task first counted at a worker) sets the run's
+        ``settle_until`` to now + ``settle`` seconds. A published queue joins the run's queues
+        and attaches its logical workers. Returns ids of runs that do not exist (their events
+        are dropped).
         """
+
+    @abstractmethod
+    def settle_runs(self) -> list[str]:
+        """Refresh the status of runs whose ``settle_until`` has passed since their tasks were
+        all done; return the ids of the runs that completed."""
 
     @abstractmethod
     def change_publishing(self, run_id: str, delta: int) -> RunStatus | None:

@@ -122,9 +122,29 @@ local function pairs_to_map(flat, first)
   return map
 end
 
+-- The Redis server's clock in microseconds (the unit of stored datetimes), read once per call.
+-- Redis 5 and 6 need effects replication for a script that writes after TIME (7 always does it).
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local NOW
+local function now_micros()
+  if not NOW then
+    local t = redis.call('TIME')
+    NOW = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return NOW
+end
+
+-- A run whose tasks were received at a worker (untracked publisher) records ``settle_until``:
+-- it may complete only once that has passed with no new receipt. Until then it waits in
+-- {P}:run:settling, which the ``settle_runs`` script (worker heartbeats, the CLI) works off.
+local function settled(rkey)
+  local raw = redis.call('HGET', rkey, 'settle_until')
+  return not raw or tonumber(raw) <= now_micros()
+end
+
 -- Status follows the counters: QUEUED on publish, RUNNING on start, FAILED on a failure,
--- COMPLETED when every counted task finished, none failed and no launch is still publishing.
--- FAILED and CANCELLED are never left; COMPLETED only to take in new tasks.
+-- COMPLETED when every counted task finished, none failed, no launch is still publishing and
+-- the run has settled. FAILED and CANCELLED are never left; COMPLETED only to take in new tasks.
 local ACTIVE_STATUS = {INITIALIZED = true, QUEUED = true, RUNNING = true}
 local function refresh_run_status(run_id, seen)
   local rkey = key('run', run_id)
@@ -135,11 +155,16 @@ local function refresh_run_status(run_id, seen)
   local reopened = old == 'COMPLETED'
     and n('tasks_succeeded') + n('tasks_revoked') < n('tasks_queued')
   if not ACTIVE_STATUS[old] and not reopened then return old end
+  local done = n('tasks_queued') > 0 and n('publishing') <= 0
+    and n('tasks_succeeded') + n('tasks_revoked') >= n('tasks_queued')
+  if done and not settled(rkey) then
+    redis.call('SADD', key('run', 'settling'), run_id)
+    done = false
+  end
   local new = old
   if n('tasks_failed') > 0 then
     new = 'FAILED'
-  elseif n('tasks_queued') > 0 and n('publishing') <= 0
-      and n('tasks_succeeded') + n('tasks_revoked') >= n('tasks_queued') then
+  elseif done then
     new = 'COMPLETED'
   elseif seen['started'] or n('tasks_started') > 0 then
     new = 'RUNNING'
@@ -179,6 +204,7 @@ local function delete_run(run_id)
     redis.call('HDEL', key('run', 'workspace'), wsd)
   end
   redis.call('LREM', key('run', 'recent'), 0, run_id)
+  redis.call('SREM', key('run', 'settling'), run_id)
   redis.call('DEL', rkey, key('run', run_id, 'tasks'))
   return 1
 end
@@ -232,6 +258,10 @@ for _, w in ipairs(workers) do redis.call('SADD', key('lw', w, 'runs'), run_id) 
 if #workers > 0 then hset_full(rkey, 'workers', encode_list(workers)) end
 redis.call('LPUSH', key('run', 'recent'), run_id)
 redis.call('LTRIM', key('run', 'recent'), 0, 49)
+-- An imported run that was still settling goes on waiting where settle_runs looks.
+if ACTIVE_STATUS[ARGV[5]] and redis.call('HEXISTS', rkey, 'settle_until') == 1 then
+  redis.call('SADD', key('run', 'settling'), run_id)
+end
 local result = {1, run_id}
 for _, w in ipairs(workers) do result[#result + 1] = w end
 return result
@@ -532,9 +562,10 @@ return out
 
 --@@ task_events
 -- ARGV: P, JSON list of events [run number, task id, kind, queue (published only)],
---       updated_at json.
--- kind: published | started | retried | succeeded | failed | revoked | ran (started, then
--- succeeded). Events of one process
+--       updated_at json, settle microseconds (optional).
+-- kind: published | received | started | retried | succeeded | failed | revoked | ran (started,
+-- then succeeded). received: queued, first seen at a worker; the run's settle_until becomes
+-- now + settle. Events of one process
 -- arrive in order; events of different processes may interleave, so every kind is accepted in
 -- any state and each task id counts once per counter. Per-task states live in {P}:run:<id>:tasks:
 -- q queued, r requeued after a start (retry), s started, S/F/R succeeded/failed/revoked.
@@ -563,6 +594,10 @@ for _, ev in ipairs(cjson.decode(ARGV[2])) do
       -- 'ran': started and succeeded, coalesced by the sender when both fell in one batch.
       if kind == 'ran' then kind = 'succeeded' end
     end
+    if kind == 'received' then
+      touched[run_id]['received'] = true
+      kind = 'published'
+    end
     if kind == 'published' or kind == 'retried' then
       if kind == 'retried' then redis.call('HINCRBY', rkey, 'tasks_retried', 1) end
       if kind == 'retried' and (state == 's' or state == 'r') then state = 'r' end
@@ -586,7 +621,11 @@ for _, ev in ipairs(cjson.decode(ARGV[2])) do
     redis.call('HSET', tkey, task, state)
   end
 end
+local settle = tonumber(ARGV[4] or '0') or 0
 for _, run_id in ipairs(order) do
+  if settle > 0 and touched[run_id]['received'] then
+    redis.call('HSET', key('run', run_id), 'settle_until', string.format('%.0f', now_micros() + settle))
+  end
   refresh_run_status(run_id, touched[run_id])
   redis.call('HSET', key('run', run_id), 'updated_at', ARGV[3])
 end
@@ -600,6 +639,27 @@ local left = redis.call('HINCRBY', rkey, 'publishing', tonumber(ARGV[3]))
 if left <= 0 then redis.call('HDEL', rkey, 'publishing') end
 redis.call('HSET', rkey, 'updated_at', ARGV[4])
 return refresh_run_status(ARGV[2], {})
+
+--@@ settle_runs
+-- ARGV: P, updated_at json -> ids of the runs that completed
+-- Every run waiting in {P}:run:settling whose settle_until has passed leaves the set and gets
+-- its status refreshed (COMPLETED if its tasks are all done); missing runs just leave.
+local completed = {}
+for _, run_id in ipairs(redis.call('SMEMBERS', key('run', 'settling'))) do
+  local rkey = key('run', run_id)
+  if redis.call('EXISTS', rkey) == 0 then
+    redis.call('SREM', key('run', 'settling'), run_id)
+  elseif settled(rkey) then
+    redis.call('SREM', key('run', 'settling'), run_id)
+    local old = jget(rkey, 'status', 'INITIALIZED')
+    local new = refresh_run_status(run_id, {})
+    if new ~= old then
+      redis.call('HSET', rkey, 'updated_at', ARGV[2])
+      if new == 'COMPLETED' then completed[#completed + 1] = run_id end
+    end
+  end
+end
+return completed
 
 --@@ set_run_status
 -- ARGV: P, run id, new status, updated_at json, allowed old statuses...

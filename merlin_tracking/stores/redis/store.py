@@ -300,7 +300,7 @@ class RedisStore(TrackingStore):
             raise WorkerNotFoundError(worker_id)
         return bool(result)
 
-    def apply_task_events(self, events: Sequence[TaskEvent]) -> list[str]:
+    def apply_task_events(self, events: Sequence[TaskEvent], settle: float = 0.0) -> list[str]:
         if not events:
             return []
         by_member = {_seq(event.run_id): event.run_id for event in events}
@@ -308,8 +308,16 @@ class RedisStore(TrackingStore):
             [[_seq(event.run_id), *event.to_json()[1:]] for event in events], ensure_ascii=False
         )
         now = Run.encode_field("updated_at", datetime.now(timezone.utc))
-        missing = self._run("task_events", [payload, now], self.keys.key("run", "workspace"))
+        settle_micros = max(0, round(settle * 1_000_000))
+        missing = self._run(
+            "task_events", [payload, now, settle_micros], self.keys.key("run", "workspace")
+        )
         return [by_member.get(_text(member), _rid(member)) for member in missing]
+
+    def settle_runs(self) -> list[str]:
+        now = Run.encode_field("updated_at", datetime.now(timezone.utc))
+        completed = self._run("settle_runs", [now], self.keys.key("run", "settling"))
+        return [_rid(member) for member in completed]
 
     def change_publishing(self, run_id: str, delta: int) -> RunStatus | None:
         now = Run.encode_field("updated_at", datetime.now(timezone.utc))

@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from merlin_tracking.ids import datetime_to_micros
 from merlin_tracking.records import Run, RunStatus
 from merlin_tracking.records.events import TaskEvent, TaskEventKind
 from merlin_tracking.records.run import ACTIVE_STATUSES, COUNTERS
@@ -26,12 +27,15 @@ _FINAL = {
 _UNFINISHED = ("q", "r", "s")
 
 
-def next_status(run: Run, published: bool = False, started: bool = False) -> RunStatus:
+def next_status(
+    run: Run, now: datetime, published: bool = False, started: bool = False
+) -> RunStatus:
     """Status implied by the counters.
 
     QUEUED on publish, RUNNING on start, FAILED on a failure, COMPLETED once every counted task
-    finished without failure and no launch is still publishing. FAILED and CANCELLED are never
-    left; a COMPLETED run reopens (RUNNING) when new tasks join it.
+    finished without failure, no launch is still publishing and ``settle_until`` (tasks
+    received at a worker) has passed. FAILED and CANCELLED are never left; a COMPLETED run
+    reopens (RUNNING) when new tasks join it.
     """
     old = run.status
     reopened = (
@@ -45,6 +49,7 @@ def next_status(run: Run, published: bool = False, started: bool = False) -> Run
         run.tasks_queued > 0
         and run.publishing <= 0
         and run.tasks_succeeded + run.tasks_revoked >= run.tasks_queued
+        and (run.settle_until is None or run.settle_until <= now)
     ):
         return RunStatus.COMPLETED
     if started or run.tasks_started > 0:
@@ -64,6 +69,7 @@ class _Progress:
     changed: set[str] = dataclasses.field(default_factory=set)
     published: bool = False
     started: bool = False
+    received: bool = False
 
     def bump(self, counter: str) -> None:
         self.counters[f"tasks_{counter}"] += 1
@@ -87,6 +93,9 @@ def _apply(conn: sqlite3.Connection, ns: str, progress: _Progress, event: TaskEv
         progress.bump("queued")
         state = "q"
     kind = event.kind
+    if kind is TaskEventKind.RECEIVED:
+        progress.received = True
+        kind = TaskEventKind.PUBLISHED
     if kind in (TaskEventKind.PUBLISHED, TaskEventKind.RETRIED):
         if kind is TaskEventKind.RETRIED:
             progress.bump("retried")
@@ -113,9 +122,14 @@ def _apply(conn: sqlite3.Connection, ns: str, progress: _Progress, event: TaskEv
 
 
 def apply_task_events(
-    conn: sqlite3.Connection, ns: str, events: Sequence[TaskEvent], now: datetime
+    conn: sqlite3.Connection,
+    ns: str,
+    events: Sequence[TaskEvent],
+    now: datetime,
+    settle: float = 0.0,
 ) -> list[str]:
-    """Apply ``events`` in order; return the ids of missing runs (their events are dropped)."""
+    """Apply ``events`` in order; return the ids of missing runs (their events are dropped).
+    A run with RECEIVED events may not complete before ``now + settle`` seconds."""
     touched: dict[str, _Progress] = {}
     missing: dict[str, None] = {}
     for event in events:
@@ -136,6 +150,42 @@ def apply_task_events(
             [(ns, progress.run.id, task, progress.states[task]) for task in progress.changed],
         )
         counted = progress.run.replace(**progress.counters)
-        status = next_status(counted, progress.published, progress.started)
+        if progress.received and settle > 0:
+            counted = counted.replace(settle_until=now + timedelta(seconds=settle))
+        status = next_status(counted, now, progress.published, progress.started)
         rows.update(conn, ns, progress.run, counted.replace(status=status, updated_at=now))
     return list(missing)
+
+
+def settled_changes(
+    conn: sqlite3.Connection, ns: str, now: datetime
+) -> list[tuple[Run, RunStatus]]:
+    """Active runs whose ``settle_until`` has passed and whose status that changes, with the
+    new status (the SQL twin of the ``settle_runs`` script's test)."""
+    placeholders = ", ".join("?" for _ in ACTIVE_STATUSES)
+    until = "CAST(json_extract(fields, '$.settle_until') AS INTEGER)"
+    ids = [
+        str(row[0])
+        for row in conn.execute(
+            f"SELECT id FROM run WHERE ns = ? AND status IN ({placeholders}) AND {until} <= ?",
+            (ns, *(status.value for status in ACTIVE_STATUSES), datetime_to_micros(now)),
+        )
+    ]
+    changes = []
+    for run_id in ids:
+        run = rows.load(conn, ns, Run, run_id)
+        if run is not None:
+            status = next_status(run, now)
+            if status is not run.status:
+                changes.append((run, status))
+    return changes
+
+
+def settle_runs(conn: sqlite3.Connection, ns: str, now: datetime) -> list[str]:
+    """Apply ``settled_changes``; return the ids of the runs that completed."""
+    completed = []
+    for run, status in settled_changes(conn, ns, now):
+        rows.update(conn, ns, run, run.replace(status=status, updated_at=now))
+        if status is RunStatus.COMPLETED:
+            completed.append(run.id)
+    return completed

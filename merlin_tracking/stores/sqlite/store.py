@@ -178,19 +178,29 @@ class SqliteStore(TrackingStore):
             )
             return cursor.rowcount > 0
 
-    def apply_task_events(self, events: Sequence[TaskEvent]) -> list[str]:
+    def apply_task_events(self, events: Sequence[TaskEvent], settle: float = 0.0) -> list[str]:
         if not events:
             return []
         with self._db.transaction(write=True) as conn:
-            return progress.apply_task_events(conn, self.prefix, events, _now())
+            return progress.apply_task_events(conn, self.prefix, events, _now(), settle)
+
+    def settle_runs(self) -> list[str]:
+        # Every live worker calls this each heartbeat: take the write lock only when a run
+        # actually changes (then look again under it).
+        with self._db.transaction(write=False) as conn:
+            if not progress.settled_changes(conn, self.prefix, _now()):
+                return []
+        with self._db.transaction(write=True) as conn:
+            return progress.settle_runs(conn, self.prefix, _now())
 
     def change_publishing(self, run_id: str, delta: int) -> RunStatus | None:
         with self._db.transaction(write=True) as conn:
             run = rows.load(conn, self.prefix, Run, run_id)
             if run is None:
                 return None
-            counted = run.replace(publishing=max(0, run.publishing + delta), updated_at=_now())
-            updated = counted.replace(status=progress.next_status(counted))
+            now = _now()
+            counted = run.replace(publishing=max(0, run.publishing + delta), updated_at=now)
+            updated = counted.replace(status=progress.next_status(counted, now))
             rows.update(conn, self.prefix, run, updated)
             return updated.status
 
