@@ -362,3 +362,25 @@ def test_bad_settle_is_refused_and_changes_nothing(db: TrackingDatabase, settle:
     with pytest.raises(InvalidRecordError, match="settle"):
         db.runs.record_events(received(run.id, "t1"), settle=settle)
     assert db.runs.get(run.id).tasks_queued == 0
+
+
+def test_a_large_batch_counts_every_task_once(db: TrackingDatabase) -> None:
+    """One batch with thousands of tasks (task states are written back in slices)."""
+    run = db.runs.create("s", "/ws", [])
+    tasks = [f"t{i}" for i in range(2500)]
+    batch = [TaskEvent(run.id, t, RCV, "q") for t in tasks]
+    batch += [TaskEvent(run.id, t, TaskEventKind.RAN) for t in tasks[:2000]]
+    batch += [TaskEvent(run.id, t, S) for t in tasks[2000:]]
+    batch += [TaskEvent(run.id, tasks[0], OK)]  # a duplicate final event counts nothing
+    db.runs.record_events(batch)
+    db.runs.record_events(events(run.id, *((t, OK) for t in tasks[2000:])))
+    done = db.runs.get(run.id)
+    assert done.counters == {
+        "queued": 2500,
+        "started": 2500,
+        "succeeded": 2500,
+        "failed": 0,
+        "retried": 0,
+        "revoked": 0,
+    }
+    assert done.status is RunStatus.COMPLETED

@@ -131,8 +131,14 @@ def on_before_task_publish(
             run = launch[0] if launch is not None else _inherited_run()
             if run is None and tracker.resolves:
                 # No run headers, none to inherit: ask the configured run resolver.
-                queue = queue_of(routing_key, declare, properties)
-                run = tracker.resolve(_message_of(tracker, headers, body, queue))
+                run = tracker.cached(
+                    _opt_str(headers.get("root_id")),
+                    _opt_str(headers.get("parent_id")),
+                    _opt_str(headers.get("group")),
+                )
+                if run is None:
+                    queue = queue_of(routing_key, declare, properties)
+                    run = tracker.resolve(_message_of(tracker, headers, body, queue))
             if run is None:
                 return
             headers[STUDY_HEADER], headers[WORKSPACE_HEADER] = run.study, run.workspace

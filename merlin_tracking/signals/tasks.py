@@ -15,6 +15,7 @@ sees it like a header; the pool child resolves itself only if that did not happe
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
@@ -33,7 +34,7 @@ logger = logging.getLogger("merlin_tracking")
 # Main process: run of each received task, for failures and revokes reported there (hard time
 # limits, lost pool processes, Reject), where there is no task context. FIFO-bounded.
 _RECEIVED_CAPACITY = 50_000
-_received: dict[str, RunIdentity] = {}
+_received: OrderedDict[str, RunIdentity] = OrderedDict()
 
 
 def _report(run: RunIdentity | None, task_id: Any, kind: TaskEventKind) -> None:
@@ -76,13 +77,18 @@ def _resolve_request(
     """Ask the resolver about a task at the worker (a Request in the main process)."""
     delivery = getattr(request, "delivery_info", None) or {}
     queue = _opt_str(delivery.get("routing_key")) if isinstance(delivery, Mapping) else None
-
+    root_id = _opt_str(headers.get("root_id"))
+    parent_id = _opt_str(headers.get("parent_id"))
+    group_id = _opt_str(headers.get("group"))
+    run = tracker.cached(root_id, parent_id, group_id)
+    if run is not None:
+        return run, queue
     message = tracker.message(
         name=str(headers.get("task") or getattr(request, "name", "") or ""),
         id=str(headers.get("id") or getattr(request, "id", "") or ""),
-        root_id=_opt_str(headers.get("root_id")),
-        parent_id=_opt_str(headers.get("parent_id")),
-        group_id=_opt_str(headers.get("group")),
+        root_id=root_id,
+        parent_id=parent_id,
+        group_id=group_id,
         headers=headers,
         queue=queue,
         where="worker",
@@ -198,6 +204,6 @@ def on_task_received(sender: Any = None, request: Any = None, **_: Any) -> None:
         if run is not None and isinstance(task_id, str):
             _received[task_id] = run
             if len(_received) > _RECEIVED_CAPACITY:
-                del _received[next(iter(_received))]
+                _received.popitem(last=False)  # O(1), unlike deleting a plain dict's first key
     except Exception:
         logger.exception("merlin_tracking: task_received hook failed (task unaffected)")

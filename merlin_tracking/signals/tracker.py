@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -55,7 +56,8 @@ class RunIdentity:
 # One buffered task event: (run, task id, kind, queue). A plain tuple: this is the hot path.
 PendingEvent = tuple[RunIdentity, str, TaskEventKind, str | None]
 
-# Resolved runs remembered per root id (FIFO-bounded): one resolver call per workflow and process.
+# Resolved runs remembered per root and group id (FIFO-bounded; an OrderedDict drops its oldest
+# entry in O(1)): one resolver call per workflow and process.
 _RESOLVED_CAPACITY = 10_000
 
 
@@ -72,7 +74,7 @@ class Tracker:
         )
         # The default resolver only reads the run headers, which the hooks read anyway.
         self.resolves = config.run_resolver != DEFAULT_RESOLVER
-        self._resolved: dict[str, RunIdentity] = {}
+        self._resolved: OrderedDict[str, RunIdentity] = OrderedDict()
         self._db: TrackingDatabase | None = None
         self._buffer = FlushingBuffer[PendingEvent](self._send)
         self._run_ids: dict[str, str] = {}
@@ -93,16 +95,26 @@ class Tracker:
         return self._db
 
     # ---------------------------------------------------------------- run resolution
-    def resolve(self, message: TaskMessage) -> RunIdentity | None:
-        """Run of a message without run headers: the cached run of its root or parent, else
-        the resolver's answer (remembered under the root and the task id)."""
+    def cached(
+        self, root_id: str | None, parent_id: str | None, group_id: str | None
+    ) -> RunIdentity | None:
+        """The run already resolved in this process for the message's root, parent or group
+        (a workflow's tasks share its root id; a top-level group's header tasks only share the
+        group id). The hot path: callers try it before building a ``TaskMessage``."""
         cache = self._resolved
-        root, parent = message.root_id, message.parent_id
-        for key in (root, parent):
+        for key in (root_id, parent_id, group_id):
             if key:
-                cached = cache.get(key)
-                if cached is not None:
-                    return cached
+                run = cache.get(key)
+                if run is not None:
+                    return run
+        return None
+
+    def resolve(self, message: TaskMessage) -> RunIdentity | None:
+        """Run of a message without run headers: the cached run of its root, parent or group,
+        else the resolver's answer (remembered under the root, group and task ids)."""
+        run = self.cached(message.root_id, message.parent_id, message.group_id)
+        if run is not None:
+            return run
         try:
             answer: object = self.resolver(message)
         except Exception:
@@ -111,14 +123,14 @@ class Tracker:
         if answer is not None and not isinstance(answer, RunIdentity):
             logger.warning("merlin_tracking: run resolver returned %r, not a RunIdentity", answer)
             return None
-        run = answer
-        if run is not None:
-            for key in (root, message.id):
+        if answer is not None:
+            cache = self._resolved
+            for key in (message.root_id, message.group_id, message.id):
                 if key:
-                    cache[key] = run
+                    cache[key] = answer
             while len(cache) > _RESOLVED_CAPACITY:
-                del cache[next(iter(cache))]
-        return run
+                cache.popitem(last=False)
+        return answer
 
     def message(self, **fields: Any) -> TaskMessage:
         from merlin_tracking.resolvers import TaskMessage

@@ -572,7 +572,7 @@ return out
 -- -> list of run ids that were missing (their events were dropped)
 local FINAL = {succeeded = 'S', failed = 'F', revoked = 'R'}
 local missing, touched, order = {}, {}, {}
-local exists = {}
+local exists, known_queues, states, stored, seen_tasks = {}, {}, {}, {}, {}
 for _, ev in ipairs(cjson.decode(ARGV[2])) do
   local run_id, task, kind, queue = ev[1], ev[2], ev[3], ev[4]
   local rkey = key('run', run_id)
@@ -580,9 +580,17 @@ for _, ev in ipairs(cjson.decode(ARGV[2])) do
   if not exists[run_id] then
     if not missing[run_id] then missing[run_id] = true; missing[#missing + 1] = run_id end
   else
-    if not touched[run_id] then touched[run_id] = {}; order[#order + 1] = run_id end
-    local tkey = key('run', run_id, 'tasks')
-    local state = redis.call('HGET', tkey, task)
+    if not touched[run_id] then
+      touched[run_id] = {}; order[#order + 1] = run_id
+      states[run_id], stored[run_id], seen_tasks[run_id] = {}, {}, {}
+    end
+    -- Task states are read once per batch and written back together at its end.
+    local state = states[run_id][task]
+    if state == nil then
+      state = redis.call('HGET', key('run', run_id, 'tasks'), task)  -- false when absent
+      stored[run_id][task] = state
+      seen_tasks[run_id][#seen_tasks[run_id] + 1] = task
+    end
     if not state then
       redis.call('HINCRBY', rkey, 'tasks_queued', 1)
       state = 'q'
@@ -601,7 +609,9 @@ for _, ev in ipairs(cjson.decode(ARGV[2])) do
     if kind == 'published' or kind == 'retried' then
       if kind == 'retried' then redis.call('HINCRBY', rkey, 'tasks_retried', 1) end
       if kind == 'retried' and (state == 's' or state == 'r') then state = 'r' end
-      if queue then
+      -- A batch repeats the same run and queue for many tasks: look the queue up once.
+      if queue and not known_queues[run_id .. '\n' .. queue] then
+        known_queues[run_id .. '\n' .. queue] = true
         if list_add(rkey, 'queues', queue) == 1 then
           redis.call('SADD', key('run', 'queue', queue), run_id)
           for _, w in ipairs(redis.call('SMEMBERS', key('lw', 'queue', queue))) do
@@ -618,8 +628,23 @@ for _, ev in ipairs(cjson.decode(ARGV[2])) do
         state = FINAL[kind]
       end
     end
-    redis.call('HSET', tkey, task, state)
+    states[run_id][task] = state
   end
+end
+-- One HSET per run (in slices, under Lua's unpack limit) for the task states that changed.
+for _, run_id in ipairs(order) do
+  local fields = {}
+  for _, task in ipairs(seen_tasks[run_id]) do
+    if states[run_id][task] ~= stored[run_id][task] then
+      fields[#fields + 1] = task
+      fields[#fields + 1] = states[run_id][task]
+    end
+    if #fields >= 1000 then
+      redis.call('HSET', key('run', run_id, 'tasks'), unpack(fields))
+      fields = {}
+    end
+  end
+  if #fields > 0 then redis.call('HSET', key('run', run_id, 'tasks'), unpack(fields)) end
 end
 local settle = tonumber(ARGV[4] or '0') or 0
 for _, run_id in ipairs(order) do
