@@ -502,6 +502,41 @@ def test_run_counted_at_the_worker_waits_for_the_next_wave(
     assert [r.id for r in db.runs.get_all()] == [run_id]
 
 
+def test_worker_applies_the_settle_time_without_waiting_for_a_heartbeat(
+    redis_url: str, prefix: str, db: TrackingDatabase, cleanup: None
+) -> None:
+    """Heartbeats every 60 s, settle time 1 s: the worker wakes when the run can settle."""
+    from resolver_support import publish_waves
+
+    app = make_app(
+        redis_url,
+        prefix,
+        tracking_run_resolver="resolver_support:fixed_resolver",
+        tracking_settle_seconds=1.0,
+        tracking_heartbeat_interval=60,
+        tracking_stale_after=180,
+    )
+    define_tasks(app)
+    assert install(app) is not None
+    ctx = multiprocessing.get_context("spawn")
+    waves, out = ctx.Queue(), ctx.Queue()
+    publisher = ctx.Process(target=publish_waves, args=(redis_url, prefix, waves, out))
+    publisher.start()
+    try:
+        with embedded_worker(app, "solo", prefix):
+            waves.put(3)
+            out.get(timeout=60)
+            run_id = db_run_id(db, "/ws/fixed")
+            wait_for(lambda: db.runs.get(run_id).tasks_succeeded == 3, timeout=30)
+            done = wait_for_run(db, run_id, counters(3), RunStatus.COMPLETED, timeout=15)
+            assert done.settle_until is not None
+            late = (datetime.now(timezone.utc) - done.settle_until).total_seconds()
+            assert late < 10, late  # long before the next heartbeat (60 s)
+    finally:
+        waves.put(None)
+        publisher.join(60)
+
+
 def test_drop_in_cli_worker_with_the_resolver_from_the_environment(
     redis_url: str, prefix: str, tmp_path: Path
 ) -> None:

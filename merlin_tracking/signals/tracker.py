@@ -11,6 +11,8 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +58,9 @@ class RunIdentity:
 # One buffered task event: (run, task id, kind, queue). A plain tuple: this is the hot path.
 PendingEvent = tuple[RunIdentity, str, TaskEventKind, str | None]
 
+# Seconds added to a settle deadline to cover the buffer's flush delay.
+_SETTLE_MARGIN = 0.5
+
 # Resolved runs remembered per root and group id (FIFO-bounded; an OrderedDict drops its oldest
 # entry in O(1)): one resolver call per workflow and process.
 _RESOLVED_CAPACITY = 10_000
@@ -75,6 +80,10 @@ class Tracker:
         # The default resolver only reads the run headers, which the hooks read anyway.
         self.resolves = config.run_resolver != DEFAULT_RESOLVER
         self._resolved: OrderedDict[str, RunIdentity] = OrderedDict()
+        # When (time.monotonic) the worker should next try to settle runs counted here.
+        self.settle_due: float | None = None
+        # Set to wake the worker's heartbeat thread early (a first settle deadline, shutdown).
+        self.wakeup = threading.Event()
         self._db: TrackingDatabase | None = None
         self._buffer = FlushingBuffer[PendingEvent](self._send)
         self._run_ids: dict[str, str] = {}
@@ -143,6 +152,13 @@ class Tracker:
     ) -> None:
         """Queue one task event; returns at once."""
         self._buffer.add((run, task_id, kind, queue))
+        if kind is TaskEventKind.RECEIVED:
+            # The run may complete once the settle time after this receipt has passed (the
+            # store's clock starts when the event is applied, a moment later: hence the margin).
+            first = self.settle_due is None
+            self.settle_due = time.monotonic() + self.config.settle_seconds + _SETTLE_MARGIN
+            if first:  # later receipts only move the deadline back: no need to wake for them
+                self.wakeup.set()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Send buffered events now (launch end, worker shutdown, process exit)."""

@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 from celery import bootsteps
@@ -89,8 +90,34 @@ class WorkerSession:
         self.physical_id, self.queues = physical.id, queues
 
     def _heartbeat_loop(self) -> None:
-        while not self._stop.wait(self.tracker.config.heartbeat_interval):
-            self.beat()
+        interval = self.tracker.config.heartbeat_interval
+        next_beat = time.monotonic() + interval
+        wakeup = self.tracker.wakeup
+        while True:
+            # Sleep until the next heartbeat, or until a run counted here may settle if that
+            # comes first (a first receipt wakes the thread to take its deadline into account).
+            due = self.tracker.settle_due
+            wake = next_beat if due is None else min(next_beat, due)
+            wakeup.wait(max(0.0, wake - time.monotonic()))
+            wakeup.clear()
+            if self._stop.is_set():
+                return
+            now = time.monotonic()
+            if now >= next_beat:
+                self.beat()
+                next_beat = time.monotonic() + interval
+            due = self.tracker.settle_due
+            if due is not None and now >= due:
+                self.settle(due)
+
+    def settle(self, due: float) -> None:
+        """Complete the runs whose settle time has passed (see ``TrackingStore.settle_runs``)."""
+        if self.tracker.settle_due == due:  # unless a newer receipt moved it meanwhile
+            self.tracker.settle_due = None
+        try:
+            self.tracker.db.runs.settle()
+        except Exception as exc:
+            logger.debug("merlin_tracking: settling runs failed: %s", exc)
 
     def beat(self) -> None:
         """One heartbeat: re-register when queues changed or the record vanished."""
@@ -101,7 +128,7 @@ class WorkerSession:
                 or not self.tracker.db.physical_workers.heartbeat(self.physical_id)
             ):
                 self._register()
-            # Runs counted here from untracked publishers complete once their settle delay
+            # Runs counted at workers (untracked publishers) complete once their settle time
             # passes; live workers apply that (no monitor process needed).
             self.tracker.db.runs.settle()
             if self._warned:
@@ -115,6 +142,7 @@ class WorkerSession:
     def stop(self) -> None:
         """Worker shutdown: flush task events, then STOPPED with the pid cleared."""
         self._stop.set()
+        self.tracker.wakeup.set()
         self.tracker.flush(5.0)
         if self.physical_id is None:
             return
