@@ -17,6 +17,14 @@ def fixed_resolver(message: TaskMessage) -> RunIdentity | None:
 
 NOT_CALLABLE = 42
 
+CALLS: list[str] = []
+
+
+def counting_resolver(message: TaskMessage) -> RunIdentity | None:
+    """One run per root (or group) id; records the id of each message it is asked about."""
+    CALLS.append(message.id)
+    return RunIdentity("counted", f"/ws/counted/{message.group_id or message.root_id}")
+
 
 def fields_resolver(message: TaskMessage) -> RunIdentity | None:
     """Runs with extra fields: one run per root, with parameters and an unknown field."""

@@ -228,6 +228,32 @@ def test_workflow_keys_nested_canvases_by_their_top_level_group(
     assert seen == [(name, top) for name, _ in seen]
 
 
+def test_the_resolver_is_asked_once_per_workflow_and_group() -> None:
+    import resolver_support
+
+    from merlin_tracking.signals.tracker import Tracker
+
+    tracker = Tracker(conf("resolver_support:counting_resolver"), app_name="app")
+    resolver_support.CALLS.clear()
+
+    def ask(task_id: str, root: str, parent: str | None, group_id: str | None) -> RunIdentity:
+        msg = message("t", task_id, root, group_id)
+        msg.parent_id = parent
+        run = tracker.resolve(msg)
+        assert run is not None
+        return run
+
+    # header tasks of one top-level group: each its own root, one group id
+    runs = {ask(h, h, None, "g") for h in ("h1", "h2", "h3")}
+    # a chain: root r, then children naming r as root and their parent
+    runs_chain = {ask("r", "r", None, None), ask("c1", "r", "r", None), ask("c2", "r", "c1", None)}
+    assert runs == {RunIdentity("counted", "/ws/counted/g")}
+    assert runs_chain == {RunIdentity("counted", "/ws/counted/r")}
+    assert resolver_support.CALLS == ["h1", "r"]
+    assert tracker.cached(None, None, "g") == RunIdentity("counted", "/ws/counted/g")
+    assert tracker.cached("unknown", None, None) is None
+
+
 def test_headers_resolver_reads_run_headers() -> None:
     msg = message("a", "1")
     assert headers_resolver(msg) is None

@@ -11,8 +11,10 @@ messages no tracked publisher stamped. Built in:
 * ``workflow``: every Celery workflow is a run (see ``resolvers.workflow``).
 * ``merlin``: Merlin's tasks join the run of their study workspace (see ``resolvers.merlin``).
 
-The tracker remembers each answer under the task's root id and task id; a message whose root
-or parent was resolved in this process gets that run without asking the resolver again.
+The tracker remembers each answer under the task's root, group and task ids; a message whose
+root, parent or group was resolved in this process gets that run without asking the resolver
+again. A resolver must therefore give every task of one workflow, and every member of one
+group, the same run.
 """
 
 from __future__ import annotations
