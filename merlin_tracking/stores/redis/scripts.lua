@@ -571,32 +571,54 @@ return out
 -- q queued, r requeued after a start (retry), s started, S/F/R succeeded/failed/revoked.
 -- -> list of run ids that were missing (their events were dropped)
 local FINAL = {succeeded = 'S', failed = 'F', revoked = 'R'}
+local events = cjson.decode(ARGV[2])
 local missing, touched, order = {}, {}, {}
-local exists, known_queues, states, stored, seen_tasks = {}, {}, {}, {}, {}
-for _, ev in ipairs(cjson.decode(ARGV[2])) do
+local exists, known_queues, states, stored, seen_tasks, counts = {}, {}, {}, {}, {}, {}
+-- First pass: which runs exist, and the stored state of every task of the batch, read with one
+-- HMGET per run (in slices under Lua's unpack limit) rather than one HGET per event.
+for _, ev in ipairs(events) do
+  local run_id, task = ev[1], ev[2]
+  if exists[run_id] == nil then
+    exists[run_id] = redis.call('EXISTS', key('run', run_id)) == 1
+    if exists[run_id] then
+      order[#order + 1] = run_id
+      touched[run_id], states[run_id], stored[run_id], seen_tasks[run_id] = {}, {}, {}, {}
+      counts[run_id] = {}
+    elseif not missing[run_id] then
+      missing[run_id] = true; missing[#missing + 1] = run_id
+    end
+  end
+  if exists[run_id] and stored[run_id][task] == nil then
+    stored[run_id][task] = false
+    seen_tasks[run_id][#seen_tasks[run_id] + 1] = task
+  end
+end
+for _, run_id in ipairs(order) do
+  local tasks = seen_tasks[run_id]
+  for first = 1, #tasks, 1000 do
+    local slice = {unpack(tasks, first, math.min(first + 999, #tasks))}
+    local values = redis.call('HMGET', key('run', run_id, 'tasks'), unpack(slice))
+    for i, task in ipairs(slice) do
+      stored[run_id][task] = values[i]  -- false when absent
+      states[run_id][task] = values[i]
+    end
+  end
+end
+local function bump(run_id, counter)
+  counts[run_id][counter] = (counts[run_id][counter] or 0) + 1
+end
+-- Second pass: the events in order, counting in memory.
+for _, ev in ipairs(events) do
   local run_id, task, kind, queue = ev[1], ev[2], ev[3], ev[4]
-  local rkey = key('run', run_id)
-  if exists[run_id] == nil then exists[run_id] = redis.call('EXISTS', rkey) == 1 end
-  if not exists[run_id] then
-    if not missing[run_id] then missing[run_id] = true; missing[#missing + 1] = run_id end
-  else
-    if not touched[run_id] then
-      touched[run_id] = {}; order[#order + 1] = run_id
-      states[run_id], stored[run_id], seen_tasks[run_id] = {}, {}, {}
-    end
-    -- Task states are read once per batch and written back together at its end.
+  if exists[run_id] then
+    local rkey = key('run', run_id)
     local state = states[run_id][task]
-    if state == nil then
-      state = redis.call('HGET', key('run', run_id, 'tasks'), task)  -- false when absent
-      stored[run_id][task] = state
-      seen_tasks[run_id][#seen_tasks[run_id] + 1] = task
-    end
     if not state then
-      redis.call('HINCRBY', rkey, 'tasks_queued', 1)
+      bump(run_id, 'tasks_queued')
       state = 'q'
     end
     if kind == 'started' or kind == 'ran' then
-      if state == 'q' then redis.call('HINCRBY', rkey, 'tasks_started', 1) end
+      if state == 'q' then bump(run_id, 'tasks_started') end
       if state == 'q' or state == 'r' then state = 's' end
       touched[run_id]['started'] = true
       -- 'ran': started and succeeded, coalesced by the sender when both fell in one batch.
@@ -607,7 +629,7 @@ for _, ev in ipairs(cjson.decode(ARGV[2])) do
       kind = 'published'
     end
     if kind == 'published' or kind == 'retried' then
-      if kind == 'retried' then redis.call('HINCRBY', rkey, 'tasks_retried', 1) end
+      if kind == 'retried' then bump(run_id, 'tasks_retried') end
       if kind == 'retried' and (state == 's' or state == 'r') then state = 'r' end
       -- A batch repeats the same run and queue for many tasks: look the queue up once.
       if queue and not known_queues[run_id .. '\n' .. queue] then
@@ -623,16 +645,19 @@ for _, ev in ipairs(cjson.decode(ARGV[2])) do
       touched[run_id]['published'] = true
     elseif FINAL[kind] then
       if state == 'q' or state == 'r' or state == 's' then
-        if state == 'q' and kind ~= 'revoked' then redis.call('HINCRBY', rkey, 'tasks_started', 1) end
-        redis.call('HINCRBY', rkey, 'tasks_' .. kind, 1)
+        if state == 'q' and kind ~= 'revoked' then bump(run_id, 'tasks_started') end
+        bump(run_id, 'tasks_' .. kind)
         state = FINAL[kind]
       end
     end
     states[run_id][task] = state
   end
 end
--- One HSET per run (in slices, under Lua's unpack limit) for the task states that changed.
+-- Write back: one HINCRBY per counter and one HSET (in slices) per run.
 for _, run_id in ipairs(order) do
+  for counter, n in pairs(counts[run_id]) do
+    redis.call('HINCRBY', key('run', run_id), counter, n)
+  end
   local fields = {}
   for _, task in ipairs(seen_tasks[run_id]) do
     if states[run_id][task] ~= stored[run_id][task] then
