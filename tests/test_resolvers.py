@@ -8,12 +8,13 @@ with tracking installed, so messages are resolved and counted at publish time.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -482,14 +483,35 @@ def test_resolver_extra_run_fields(
     assert run.additional_data == {"origin": "publish"}
 
 
+@contextlib.contextmanager
+def untracked_waves(redis_url: str, prefix: str) -> Iterator[Callable[[int], None]]:
+    """A spawned, untracked publisher: ``send(n)`` publishes n ``add`` tasks and waits until
+    they are sent. The publisher must exit cleanly."""
+    from resolver_support import publish_waves
+
+    ctx = multiprocessing.get_context("spawn")
+    waves, out = ctx.Queue(), ctx.Queue()
+    publisher = ctx.Process(target=publish_waves, args=(redis_url, prefix, waves, out))
+    publisher.start()
+
+    def send(count: int) -> None:
+        waves.put(count)
+        out.get(timeout=60)
+
+    try:
+        yield send
+    finally:
+        waves.put(None)
+        publisher.join(60)
+    assert publisher.exitcode == 0
+
+
 def test_run_counted_at_the_worker_waits_for_the_next_wave(
     redis_url: str, prefix: str, db: TrackingDatabase, cleanup: None
 ) -> None:
     """An untracked publisher sends one task, then (while the run is still settling) two more:
     the run never reads COMPLETED in between, and completes once, with every task counted,
     after the settle delay (applied by the worker's heartbeat)."""
-    from resolver_support import publish_waves
-
     settle = 6.0
     app = make_app(
         redis_url,
@@ -499,32 +521,21 @@ def test_run_counted_at_the_worker_waits_for_the_next_wave(
     )
     define_tasks(app)
     assert install(app) is not None
-    ctx = multiprocessing.get_context("spawn")
-    waves, out = ctx.Queue(), ctx.Queue()
-    publisher = ctx.Process(target=publish_waves, args=(redis_url, prefix, waves, out))
-    publisher.start()
-    try:
-        with embedded_worker(app, "solo", prefix):
-            waves.put(1)
-            out.get(timeout=60)
-            run_id = db_run_id(db, "/ws/fixed")
-            first = wait_for(lambda: (r := db.runs.get(run_id)).tasks_succeeded == 1 and r)
-            assert first and first.settle_until is not None
-            # All counted tasks are done; for a while more may arrive: still RUNNING.
-            quiet_until = time.monotonic() + 1.5
-            while time.monotonic() < quiet_until:
-                assert db.runs.get(run_id).status is RunStatus.RUNNING
-                time.sleep(0.1)
-            assert datetime.now(timezone.utc) < first.settle_until  # the wave comes in time
-            waves.put(2)
-            out.get(timeout=60)
-            done = wait_for_run(db, run_id, counters(3), RunStatus.COMPLETED, timeout=60)
-            assert done.settle_until is not None and done.settle_until > first.settle_until
-            assert done.updated_at >= done.settle_until
-    finally:
-        waves.put(None)
-        publisher.join(60)
-    assert publisher.exitcode == 0
+    with untracked_waves(redis_url, prefix) as send, embedded_worker(app, "solo", prefix):
+        send(1)
+        run_id = db_run_id(db, "/ws/fixed")
+        first = wait_for(lambda: (r := db.runs.get(run_id)).tasks_succeeded == 1 and r)
+        assert first and first.settle_until is not None
+        # All counted tasks are done; for a while more may arrive: still RUNNING.
+        quiet_until = time.monotonic() + 1.5
+        while time.monotonic() < quiet_until:
+            assert db.runs.get(run_id).status is RunStatus.RUNNING
+            time.sleep(0.1)
+        assert datetime.now(timezone.utc) < first.settle_until  # the wave comes in time
+        send(2)
+        done = wait_for_run(db, run_id, counters(3), RunStatus.COMPLETED, timeout=60)
+        assert done.settle_until is not None and done.settle_until > first.settle_until
+        assert done.updated_at >= done.settle_until
     assert [r.id for r in db.runs.get_all()] == [run_id]
 
 
@@ -532,7 +543,6 @@ def test_worker_applies_the_settle_time_without_waiting_for_a_heartbeat(
     redis_url: str, prefix: str, db: TrackingDatabase, cleanup: None
 ) -> None:
     """Heartbeats every 60 s, settle time 1 s: the worker wakes when the run can settle."""
-    from resolver_support import publish_waves
 
     app = make_app(
         redis_url,
@@ -544,23 +554,14 @@ def test_worker_applies_the_settle_time_without_waiting_for_a_heartbeat(
     )
     define_tasks(app)
     assert install(app) is not None
-    ctx = multiprocessing.get_context("spawn")
-    waves, out = ctx.Queue(), ctx.Queue()
-    publisher = ctx.Process(target=publish_waves, args=(redis_url, prefix, waves, out))
-    publisher.start()
-    try:
-        with embedded_worker(app, "solo", prefix):
-            waves.put(3)
-            out.get(timeout=60)
-            run_id = db_run_id(db, "/ws/fixed")
-            wait_for(lambda: db.runs.get(run_id).tasks_succeeded == 3, timeout=30)
-            done = wait_for_run(db, run_id, counters(3), RunStatus.COMPLETED, timeout=15)
-            assert done.settle_until is not None
-            late = (datetime.now(timezone.utc) - done.settle_until).total_seconds()
-            assert late < 10, late  # long before the next heartbeat (60 s)
-    finally:
-        waves.put(None)
-        publisher.join(60)
+    with untracked_waves(redis_url, prefix) as send, embedded_worker(app, "solo", prefix):
+        send(3)
+        run_id = db_run_id(db, "/ws/fixed")
+        wait_for(lambda: db.runs.get(run_id).tasks_succeeded == 3, timeout=30)
+        done = wait_for_run(db, run_id, counters(3), RunStatus.COMPLETED, timeout=15)
+        assert done.settle_until is not None
+        late = (datetime.now(timezone.utc) - done.settle_until).total_seconds()
+        assert late < 10, late  # long before the next heartbeat (60 s)
 
 
 def test_drop_in_cli_worker_with_the_resolver_from_the_environment(
