@@ -138,7 +138,7 @@ def on_before_task_publish(
                 )
                 if run is None:
                     queue = queue_of(routing_key, declare, properties)
-                    run = tracker.resolve(_message_of(tracker, headers, body, queue))
+                    run = tracker.ask(_message_of(tracker, headers, body, queue))
             if run is None:
                 return
             headers[STUDY_HEADER], headers[WORKSPACE_HEADER] = run.study, run.workspace

@@ -94,7 +94,7 @@ def _resolve_request(
         where="worker",
         _load_body=lambda: _decoded_body(request),
     )
-    return tracker.resolve(message), queue
+    return tracker.ask(message), queue
 
 
 def _routing_key(delivery: Any) -> Any:

@@ -109,7 +109,7 @@ class Tracker:
     ) -> RunIdentity | None:
         """The run already resolved in this process for the message's root, parent or group
         (a workflow's tasks share its root id; a top-level group's header tasks only share the
-        group id). The hot path: callers try it before building a ``TaskMessage``."""
+        group id). The hot path: callers try it before building a ``TaskMessage`` for ``ask``."""
         cache = self._resolved
         for key in (root_id, parent_id, group_id):
             if key:
@@ -120,10 +120,13 @@ class Tracker:
 
     def resolve(self, message: TaskMessage) -> RunIdentity | None:
         """Run of a message without run headers: the cached run of its root, parent or group,
-        else the resolver's answer (remembered under the root, group and task ids)."""
+        else the resolver's answer (see ``ask``)."""
         run = self.cached(message.root_id, message.parent_id, message.group_id)
-        if run is not None:
-            return run
+        return run if run is not None else self.ask(message)
+
+    def ask(self, message: TaskMessage) -> RunIdentity | None:
+        """The resolver's answer for a message ``cached`` knows nothing about, remembered under
+        its root, group and task ids; None (logged) when the resolver fails."""
         try:
             answer: object = self.resolver(message)
         except Exception:

@@ -103,16 +103,21 @@ class WorkerSession:
             if self._stop.is_set():
                 return
             now = time.monotonic()
-            if now >= next_beat:
+            beat_due = now >= next_beat
+            if beat_due:
                 self.beat()
                 next_beat = time.monotonic() + interval
             due = self.tracker.settle_due
-            if due is not None and now >= due:
-                self.settle(due)
+            settle_due = due is not None and now >= due
+            # Every heartbeat settles too: runs counted at other workers complete even when
+            # those workers are gone (no monitor process needed).
+            if beat_due or settle_due:
+                self.settle(due if settle_due else None)
 
-    def settle(self, due: float) -> None:
-        """Complete the runs whose settle time has passed (see ``TrackingStore.settle_runs``)."""
-        if self.tracker.settle_due == due:  # unless a newer receipt moved it meanwhile
+    def settle(self, due: float | None) -> None:
+        """Complete the runs whose settle time has passed (see ``TrackingStore.settle_runs``);
+        ``due``: the deadline this call answers, forgotten unless a newer receipt moved it."""
+        if due is not None and self.tracker.settle_due == due:
             self.tracker.settle_due = None
         try:
             self.tracker.db.runs.settle()
@@ -128,9 +133,6 @@ class WorkerSession:
                 or not self.tracker.db.physical_workers.heartbeat(self.physical_id)
             ):
                 self._register()
-            # Runs counted at workers (untracked publishers) complete once their settle time
-            # passes; live workers apply that (no monitor process needed).
-            self.tracker.db.runs.settle()
             if self._warned:
                 logger.warning("merlin_tracking: worker records reachable again")
                 self._warned = False

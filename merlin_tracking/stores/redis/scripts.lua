@@ -653,7 +653,8 @@ for _, ev in ipairs(events) do
     states[run_id][task] = state
   end
 end
--- Write back: one HINCRBY per counter and one HSET (in slices) per run.
+-- Write back: one HINCRBY per counter and one HSET (in slices) per run, then the status.
+local settle = tonumber(ARGV[4] or '0') or 0
 for _, run_id in ipairs(order) do
   for counter, n in pairs(counts[run_id]) do
     redis.call('HINCRBY', key('run', run_id), counter, n)
@@ -670,9 +671,6 @@ for _, run_id in ipairs(order) do
     end
   end
   if #fields > 0 then redis.call('HSET', key('run', run_id, 'tasks'), unpack(fields)) end
-end
-local settle = tonumber(ARGV[4] or '0') or 0
-for _, run_id in ipairs(order) do
   if settle > 0 and touched[run_id]['received'] then
     redis.call('HSET', key('run', run_id), 'settle_until', string.format('%.0f', now_micros() + settle))
   end
