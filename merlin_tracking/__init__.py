@@ -4,17 +4,20 @@ __version__ = "0.1.0"
 
 from merlin_tracking.database import TrackingDatabase
 from merlin_tracking.errors import (
+    ConfigurationError,
     DuplicateEntityError,
     EntityNotFoundError,
     InvalidFilterError,
     InvalidRecordError,
     InvalidTransitionError,
     RunNotFoundError,
+    StoreError,
     StoreUnavailableError,
     StudyNotFoundError,
     TrackingError,
     WorkerNotFoundError,
 )
+from merlin_tracking.identity import RunIdentity
 from merlin_tracking.records import (
     LogicalWorker,
     PhysicalWorker,
@@ -37,6 +40,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "ConfigurationError",
     "DuplicateEntityError",
     "EntityNotFoundError",
     "InvalidFilterError",
@@ -45,8 +49,10 @@ __all__ = [
     "LogicalWorker",
     "PhysicalWorker",
     "Run",
+    "RunIdentity",
     "RunNotFoundError",
     "RunStatus",
+    "StoreError",
     "StoreUnavailableError",
     "Study",
     "StudyNotFoundError",

@@ -21,7 +21,7 @@ def _install_on_worker_init(sender: Any = None, **_: Any) -> None:
     app = getattr(sender, "app", None)
     if app is None:
         return
-    from merlin_tracking.config import ConfigurationError
+    from merlin_tracking.errors import ConfigurationError
     from merlin_tracking.signals import install
 
     try:

@@ -5,7 +5,7 @@ Settings live in ``app.conf`` under ``tracking_*``. Each can also come from the 
 where both are set, so apps that cannot be edited can still be configured. ``MERLIN_TRACKING=0``
 turns tracking off. The store defaults to the app's Redis result backend, else to an SQLite file
 (``$MERLIN_TRACKING_DB`` or a per-user default). Bad values fail at start-up with a message
-naming the setting.
+naming the setting; the run resolver named here is loaded (and checked) by ``install``.
 """
 
 from __future__ import annotations
@@ -14,18 +14,13 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
-from merlin_tracking.errors import TrackingError
-from merlin_tracking.stores.redis.keys import DEFAULT_PREFIX, tagged_prefix
+from merlin_tracking.errors import ConfigurationError, TrackingError
+from merlin_tracking.resolvers import DEFAULT_RESOLVER, invalid_resolver
+from merlin_tracking.stores.base import DEFAULT_PREFIX, check_prefix
+from merlin_tracking.urls import is_redis_url, is_store_url, mask_url
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
-STORE_SCHEMES = (*REDIS_SCHEMES, "sqlite")
 DISABLING_VALUES = ("0", "false", "no", "off")
-
-
-class ConfigurationError(TrackingError, ValueError):
-    """A ``tracking_*`` setting has a value that cannot work."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +30,8 @@ class TrackingConfig:
     prefix: str = DEFAULT_PREFIX
     heartbeat_interval: float = 10.0
     stale_after: float = 60.0
-    run_resolver: str = "headers"
+    #: The resolver's name as configured; ``install`` loads it (``resolvers.load_resolver``).
+    run_resolver: str = DEFAULT_RESOLVER
     # Seconds a run counted at workers (untracked publisher) waits after its last received task
     # before it may complete: its other tasks may still be on their way through the broker.
     settle_seconds: float = 10.0
@@ -58,14 +54,15 @@ class TrackingConfig:
             or _redis_backend(conf.get("result_backend"))
             or default_sqlite_url(env)
         )
-        if not isinstance(url, str) or urlsplit(url).scheme not in STORE_SCHEMES:
+        if not is_store_url(url):
+            shown = repr(mask_url(url) if isinstance(url, str) else url)
             raise ConfigurationError(
-                f"tracking_url: {url!r} is not a supported store URL; use redis://, rediss://, "
+                f"tracking_url: {shown} is not a supported store URL; use redis://, rediss://, "
                 "unix:// or sqlite:///path"
             )
         prefix = setting("tracking_prefix") or DEFAULT_PREFIX
         try:
-            tagged_prefix(prefix)
+            check_prefix(prefix)
         except TrackingError as exc:
             raise ConfigurationError(f"tracking_prefix: {exc}") from None
         interval = _seconds(
@@ -79,15 +76,13 @@ class TrackingConfig:
                 f"tracking_stale_after ({stale:g} s) must be longer than "
                 f"tracking_heartbeat_interval ({interval:g} s), or live workers would read as STALLED"
             )
-        resolver = setting("tracking_run_resolver") or "headers"
-        if enabled:
-            from merlin_tracking.resolvers import load_resolver
-
-            load_resolver(resolver)  # fails at start-up, naming the setting and valid names
+        resolver = setting("tracking_run_resolver") or DEFAULT_RESOLVER
+        if not isinstance(resolver, str):
+            raise invalid_resolver(resolver, "expected a name or module:callable")
         settle = _seconds(
             "tracking_settle_seconds", setting("tracking_settle_seconds"), 10.0, zero_ok=True
         )
-        return cls(enabled, url, prefix, interval, stale, str(resolver).strip(), settle)
+        return cls(enabled, url, prefix, interval, stale, resolver.strip(), settle)
 
 
 def default_sqlite_url(environ: Mapping[str, str] | None = None) -> str:
@@ -108,9 +103,7 @@ def default_sqlite_url(environ: Mapping[str, str] | None = None) -> str:
 
 
 def _redis_backend(backend: Any) -> str | None:
-    if isinstance(backend, str) and urlsplit(backend).scheme in REDIS_SCHEMES:
-        return backend
-    return None
+    return backend if is_redis_url(backend) else None
 
 
 def _flag(name: str, value: Any) -> bool:
@@ -141,3 +134,6 @@ def _seconds(name: str, value: Any, default: float, zero_ok: bool = False) -> fl
         kind = "zero or a positive" if zero_ok else "a positive"
         raise ConfigurationError(f"{name}: must be {kind} number of seconds, got {value!r}")
     return seconds
+
+
+__all__ = ["DEFAULT_RESOLVER", "ConfigurationError", "TrackingConfig", "default_sqlite_url"]

@@ -60,15 +60,28 @@ class InvalidTransitionError(TrackingError, ValueError):
     """A status change that the state machine does not allow."""
 
 
-class StoreUnavailableError(TrackingError, ConnectionError):
-    """The backing store could not be reached; the URL is shown with its password masked."""
+class ConfigurationError(TrackingError, ValueError):
+    """A ``tracking_*`` setting has a value that cannot work; the message names the setting."""
+
+
+class StoreError(TrackingError):
+    """The store answered but did not carry out the operation (the server's reply is in the
+    message); the URL is shown with its password masked."""
+
+    summary = "refused the operation"
 
     def __init__(self, url: str, reason: str) -> None:
         self.url, self.reason = url, reason
-        super().__init__(f"tracking store at {url} is unavailable: {reason}")
+        super().__init__(f"tracking store at {url} {self.summary}: {reason}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.url, self.reason)
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """The backing store could not be reached; the URL is shown with its password masked."""
+
+    summary = "is unavailable"
 
 
 def choices(values: Iterable[str]) -> str:

@@ -44,7 +44,7 @@ def publish_untracked(redis_url: str, prefix: str, kinds: list[str], out: Any) -
     """
     from celery_support import define_tasks, make_app
 
-    import merlin_tracking.signals.state as state
+    import merlin_tracking.signals.registry as state
 
     app = make_app(redis_url, prefix)
     t = define_tasks(app)
@@ -162,7 +162,7 @@ def publish_merlin_untracked(redis_url: str, prefix: str, workspaces: list[str],
 
     from celery import chain
 
-    import merlin_tracking.signals.state as state
+    import merlin_tracking.signals.registry as state
 
     app = make_merlin_app(redis_url, prefix)
     for index, workspace in enumerate(workspaces):

@@ -41,7 +41,7 @@ from merlin_tracking.resolvers import (
     workflow_resolver,
 )
 from merlin_tracking.signals import STUDY_HEADER, WORKSPACE_HEADER, install
-from merlin_tracking.signals.state import tracker_for
+from merlin_tracking.signals.registry import tracker_for
 from merlin_tracking.signals.tracker import RunIdentity
 
 URL = "redis://127.0.0.1:1/0"
@@ -92,7 +92,7 @@ def test_module_callable() -> None:
 )
 def test_bad_values_name_the_setting_and_the_choices(value: Any, why: str) -> None:
     with pytest.raises(ConfigurationError) as caught:
-        conf(value)
+        load_resolver(conf(value).run_resolver)
     text = str(caught.value)
     assert text.startswith("tracking_run_resolver:")
     assert why in text
@@ -136,7 +136,7 @@ def test_entry_point(entry_point_dist: str) -> None:
     resolver = load_resolver(entry_point_dist)
     assert resolver(message("t", "abc")) == RunIdentity("third", "/ws/third/abc")
     with pytest.raises(ConfigurationError) as caught:
-        conf("nope")
+        load_resolver("nope")
     assert entry_point_dist in str(caught.value)  # listed among the valid names
 
 
@@ -234,7 +234,11 @@ def test_the_resolver_is_asked_once_per_workflow_and_group() -> None:
 
     from merlin_tracking.signals.tracker import Tracker
 
-    tracker = Tracker(conf("resolver_support:counting_resolver"), app_name="app")
+    tracker = Tracker(
+        conf("resolver_support:counting_resolver"),
+        app_name="app",
+        resolver=load_resolver("resolver_support:counting_resolver"),
+    )
     resolver_support.CALLS.clear()
 
     def ask(task_id: str, root: str, parent: str | None, group_id: str | None) -> RunIdentity:

@@ -36,7 +36,7 @@ from celery_support import (
 from merlin_tracking import RunStatus, TrackingDatabase, TrackingError, WorkerStatus
 from merlin_tracking.config import ConfigurationError
 from merlin_tracking.signals import STUDY_HEADER, WORKSPACE_HEADER, install, launch_study
-from merlin_tracking.signals.state import tracker_for
+from merlin_tracking.signals.registry import tracker_for
 from merlin_tracking.signals.worker import TrackingStep
 
 

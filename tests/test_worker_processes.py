@@ -57,7 +57,7 @@ HOST = socket.gethostname()
 T = TypeVar("T")
 
 # Client apps stay referenced until the module ends: merlin_tracking looks trackers up by
-# ``id(app)`` (signals/state.py), so a collected app's id reused by a later app would hand that
+# ``id(app)`` (signals/registry.py), so a collected app's id reused by a later app would hand that
 # app the old app's tracker (prefix and all).
 _CLIENT_APPS: list[Celery] = []
 

@@ -5,17 +5,16 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import click
 
-from merlin_tracking.cli.errors import CliError, ExitCode
+from merlin_tracking.cli.errors import ExitCode, cli_error
 from merlin_tracking.config import TrackingConfig
 from merlin_tracking.database import TrackingDatabase
 from merlin_tracking.stores import DEFAULT_PREFIX
-from merlin_tracking.stores.redis.connection import mask_url
+from merlin_tracking.urls import mask_url
 
 URL_ENV = "MERLIN_TRACKING_URL"
 PREFIX_ENV = "MERLIN_TRACKING_PREFIX"
@@ -44,7 +43,7 @@ class CliState:
                 if self.app is not None
                 else ""
             )
-            raise CliError(
+            raise cli_error(
                 f"no tracking store given: {where}use --url URL or set {URL_ENV}",
                 ExitCode.USAGE,
             )
@@ -57,7 +56,7 @@ class CliState:
             try:
                 self._db = TrackingDatabase.from_url(url, prefix=prefix)
             except ValueError as exc:  # malformed URL or prefix (InvalidRecordError included)
-                raise CliError(f"{masked(url)}: {exc}", ExitCode.USAGE) from None
+                raise cli_error(f"{mask_url(url)}: {exc}", ExitCode.USAGE) from None
         return self._db
 
     def settled_db(self) -> TrackingDatabase:
@@ -68,14 +67,6 @@ class CliState:
         with contextlib.suppress(Exception):
             db.runs.settle()
         return db
-
-
-def masked(url: str) -> str:
-    """``url`` with its password masked, even when the URL is malformed."""
-    try:
-        return mask_url(url)
-    except ValueError:
-        return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
 
 
 pass_state = click.make_pass_decorator(CliState)

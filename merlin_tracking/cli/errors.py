@@ -5,14 +5,12 @@ from __future__ import annotations
 from enum import IntEnum
 
 import click
-import redis
 
-from merlin_tracking.config import ConfigurationError
 from merlin_tracking.errors import (
-    EntityNotFoundError,
+    ConfigurationError,
     InvalidFilterError,
     InvalidRecordError,
-    StoreUnavailableError,
+    StoreError,
     TrackingError,
 )
 
@@ -21,28 +19,43 @@ class ExitCode(IntEnum):
     OK = 0
     FAILED = 1  # not found, nothing matched, or refused by the ledger (duplicate, transition)
     USAGE = 2  # bad command line, invalid filter, value or input document
-    UNAVAILABLE = 3  # the store cannot be reached
+    UNAVAILABLE = 3  # the store cannot be reached or refused the operation
 
 
 class CliError(click.ClickException):
-    """A user error: printed as ``Error: message`` on stderr, no traceback."""
+    """A user error: printed as ``Error: message`` on stderr, no traceback; exit code 1.
 
-    def __init__(self, message: str, exit_code: int = ExitCode.FAILED) -> None:
-        super().__init__(message)
-        self.exit_code = int(exit_code)
+    Click reads the exit code from the class, so each code has its subclass: build errors with
+    ``cli_error(message, code)``.
+    """
+
+    exit_code = int(ExitCode.FAILED)
 
 
-def translate(exc: Exception) -> CliError:
+class CliUsageError(CliError):
+    exit_code = int(ExitCode.USAGE)
+
+
+class CliStoreError(CliError):
+    exit_code = int(ExitCode.UNAVAILABLE)
+
+
+_BY_CODE: dict[ExitCode, type[CliError]] = {
+    ExitCode.FAILED: CliError,
+    ExitCode.USAGE: CliUsageError,
+    ExitCode.UNAVAILABLE: CliStoreError,
+}
+
+
+def cli_error(message: str, code: ExitCode = ExitCode.FAILED) -> CliError:
+    """A ``CliError`` that exits with ``code``."""
+    return _BY_CODE[code](message)
+
+
+def translate(exc: TrackingError) -> CliError:
     """The ``CliError`` (message and exit code) for an error raised by the package."""
-    if isinstance(exc, StoreUnavailableError):
-        return CliError(str(exc), ExitCode.UNAVAILABLE)
+    if isinstance(exc, StoreError):
+        return cli_error(str(exc), ExitCode.UNAVAILABLE)
     if isinstance(exc, (InvalidFilterError, InvalidRecordError, ConfigurationError)):
-        return CliError(str(exc), ExitCode.USAGE)
-    if isinstance(exc, (EntityNotFoundError, TrackingError)):
-        return CliError(str(exc), ExitCode.FAILED)
-    if isinstance(exc, redis.RedisError):
-        return CliError(f"tracking store error: {exc}", ExitCode.UNAVAILABLE)
-    raise TypeError(f"no translation for {type(exc).__name__}")  # pragma: no cover
-
-
-TRANSLATED: tuple[type[Exception], ...] = (TrackingError, redis.RedisError)
+        return cli_error(str(exc), ExitCode.USAGE)
+    return cli_error(str(exc), ExitCode.FAILED)  # not found, duplicate, transition, ...

@@ -13,9 +13,10 @@ import click
 from merlin_tracking import __version__
 from merlin_tracking.cli import maintenance, runs, studies, watch, workers
 from merlin_tracking.cli.context import PREFIX_ENV, URL_ENV, CliState
-from merlin_tracking.cli.errors import TRANSLATED, translate
+from merlin_tracking.cli.errors import translate
 from merlin_tracking.cli.info import info
 from merlin_tracking.cli.options import examples
+from merlin_tracking.errors import TrackingError
 
 
 class TrackingGroup(click.Group):
@@ -24,7 +25,7 @@ class TrackingGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except TRANSLATED as exc:
+        except TrackingError as exc:
             raise translate(exc) from None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import click
 
 from merlin_tracking.cli.context import CliState, pass_state
 from merlin_tracking.cli.documents import run_documents
-from merlin_tracking.cli.errors import CliError, ExitCode
+from merlin_tracking.cli.errors import ExitCode, cli_error
 from merlin_tracking.cli.options import (
     confirm_or_refuse,
     dry_run_option,
@@ -122,7 +123,7 @@ def export(state: CliState, run: str, output: Path | None, as_json: bool) -> Non
     try:
         output.write_text(text + "\n", encoding="utf-8")
     except OSError as exc:
-        raise CliError(f"cannot write {output}: {exc.strerror or exc}", ExitCode.FAILED) from None
+        raise cli_error(f"cannot write {output}: {exc.strerror or exc}", ExitCode.FAILED) from None
     run_doc = document["run"]
     if as_json:
         echo_json({"run_id": run_doc["id"], "workspace": run_doc["workspace"], "file": str(output)})
@@ -145,19 +146,19 @@ def import_(state: CliState, file: Path, as_json: bool) -> None:
     workers. Fails (exit 1) if the run id or workspace already exists."""
     try:
         if str(file) == "-":
-            text = click.get_text_stream("stdin").read()
+            text = sys.stdin.read()
         else:
             text = file.read_text(encoding="utf-8")
         document = json.loads(text)
     except (OSError, UnicodeDecodeError) as exc:
-        raise CliError(f"cannot read {file}: {exc}", ExitCode.USAGE) from None
+        raise cli_error(f"cannot read {file}: {exc}", ExitCode.USAGE) from None
     except json.JSONDecodeError as exc:
-        raise CliError(f"{file} is not JSON: {exc}", ExitCode.USAGE) from None
+        raise cli_error(f"{file} is not JSON: {exc}", ExitCode.USAGE) from None
     db = state.db
     try:
         run = db.import_run(document)
     except (TypeError, AttributeError, KeyError) as exc:  # malformed beyond the package's checks
-        raise CliError(
+        raise cli_error(
             f"{file}: not a valid merlin_tracking export: {exc}", ExitCode.USAGE
         ) from None
     if as_json:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import click
 
-from merlin_tracking.cli.errors import CliError, ExitCode
+from merlin_tracking.cli.errors import ExitCode, cli_error
 from merlin_tracking.cli.output import echo_fit
 
 json_option = click.option(
@@ -46,7 +46,7 @@ def confirm_or_refuse(action: str, yes: bool, details: Sequence[str] = ()) -> No
     if yes:
         return
     if not is_interactive():
-        raise CliError(
+        raise cli_error(
             f"refusing to {action} without --yes: stdin is not a terminal, so nobody can confirm",
             ExitCode.USAGE,
         )

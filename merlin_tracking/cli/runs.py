@@ -20,7 +20,7 @@ from merlin_tracking.cli.documents import (
     run_documents,
     study_document,
 )
-from merlin_tracking.cli.errors import CliError, ExitCode
+from merlin_tracking.cli.errors import ExitCode, cli_error
 from merlin_tracking.cli.options import (
     confirm_or_refuse,
     dry_run_option,
@@ -371,7 +371,7 @@ def cancel_runs(
     finished = [r for r in records if r.status in TERMINAL_RUN_STATUSES - {RunStatus.CANCELLED}]
     if finished:
         listing = ", ".join(f"{r.id} ({r.status.value})" for r in finished)
-        raise CliError(f"cannot cancel finished runs: {listing}", ExitCode.FAILED)
+        raise cli_error(f"cannot cancel finished runs: {listing}", ExitCode.FAILED)
     targets = [r for r in records if r.status is not RunStatus.CANCELLED]
     already = [r.id for r in records if r.status is RunStatus.CANCELLED]
     if targets and not dry_run:
@@ -432,7 +432,7 @@ def delete_runs(
     if all_:
         records = chosen.select(db)
         if not records:
-            raise CliError("no runs match: nothing to delete", ExitCode.FAILED)
+            raise cli_error("no runs match: nothing to delete", ExitCode.FAILED)
     else:
         records = list({run.id: run for run in (db.runs.get(r) for r in run_ids)}.values())
     ids = [r.id for r in records]

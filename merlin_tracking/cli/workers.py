@@ -15,7 +15,7 @@ from merlin_tracking.cli.documents import (
     physical_document,
     run_documents,
 )
-from merlin_tracking.cli.errors import CliError, ExitCode
+from merlin_tracking.cli.errors import ExitCode, cli_error
 from merlin_tracking.cli.options import examples, json_option
 from merlin_tracking.cli.output import (
     Column,
@@ -185,7 +185,7 @@ def find_worker(db: TrackingDatabase, worker: str) -> PhysicalWorker | LogicalWo
     named = db.logical_workers.get_all({"name": worker})
     if len(named) > 1:
         choices = ", ".join(f"{lw.id} ({','.join(lw.queues)})" for lw in named)
-        raise CliError(
+        raise cli_error(
             f"{len(named)} logical workers are named {worker!r}; give an id: {choices}",
             ExitCode.USAGE,
         )

@@ -84,10 +84,6 @@ def aware_utc(value: Any) -> datetime:
         ) from None
 
 
-def _opt_aware_utc(value: Any) -> datetime | None:
-    return None if value is None else aware_utc(value)
-
-
 def str_tuple(value: Any) -> tuple[str, ...]:
     """Normalise a list of strings; a lone string is refused so ``"abc"`` never becomes a,b,c."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence | set | frozenset):

@@ -24,22 +24,20 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
-from merlin_tracking.config import ConfigurationError
+from merlin_tracking.errors import ConfigurationError
+from merlin_tracking.identity import RunIdentity, run_of_headers
 from merlin_tracking.resolvers.merlin import merlin_resolver
 from merlin_tracking.resolvers.message import TaskMessage
 from merlin_tracking.resolvers.workflow import workflow_resolver
-from merlin_tracking.signals.tracker import RunIdentity
 
 ENTRY_POINT_GROUP = "merlin_tracking.resolvers"
 DEFAULT_RESOLVER = "headers"
 
-Resolver = Callable[[TaskMessage], "RunIdentity | None"]
+Resolver = Callable[[TaskMessage], RunIdentity | None]
 
 
 def headers_resolver(message: TaskMessage) -> RunIdentity | None:
     """``headers``: the run named by the message's run headers, if any."""
-    from merlin_tracking.signals.publish import run_of_headers
-
     return run_of_headers(message.headers)
 
 
@@ -68,7 +66,7 @@ def load_resolver(value: Any) -> Resolver:
     if value is None or value == "":
         value = DEFAULT_RESOLVER
     if not isinstance(value, str):
-        raise _bad(value, "expected a name or module:callable")
+        raise invalid_resolver(value, "expected a name or module:callable")
     name = value.strip()
     if ":" in name:
         module_name, _, attr = name.partition(":")
@@ -77,9 +75,11 @@ def load_resolver(value: Any) -> Resolver:
             for part in attr.strip().split("."):
                 target = getattr(target, part)
         except Exception as exc:
-            raise _bad(value, f"cannot import it ({type(exc).__name__}: {exc})") from None
+            raise invalid_resolver(
+                value, f"cannot import it ({type(exc).__name__}: {exc})"
+            ) from None
         if not callable(target):
-            raise _bad(value, "it is not callable")
+            raise invalid_resolver(value, "it is not callable")
         return target  # type: ignore[no-any-return]
     if name in BUILTINS:
         return BUILTINS[name]
@@ -91,14 +91,16 @@ def load_resolver(value: Any) -> Resolver:
         try:
             loaded = found.load()
         except Exception as exc:
-            raise _bad(value, f"its entry point failed to load ({exc})") from None
+            raise invalid_resolver(value, f"its entry point failed to load ({exc})") from None
         if not callable(loaded):
-            raise _bad(value, "its entry point is not callable")
+            raise invalid_resolver(value, "its entry point is not callable")
         return loaded  # type: ignore[no-any-return]
-    raise _bad(value, "unknown resolver")
+    raise invalid_resolver(value, "unknown resolver")
 
 
-def _bad(value: Any, why: str) -> ConfigurationError:
+def invalid_resolver(value: Any, why: str) -> ConfigurationError:
+    """The error for a ``tracking_run_resolver`` that cannot work: the value, why, and the
+    valid names."""
     return ConfigurationError(
         f"tracking_run_resolver: {value!r}: {why}; valid names: "
         f"{', '.join(available_names())}, or module:callable"
@@ -110,9 +112,11 @@ __all__ = [
     "DEFAULT_RESOLVER",
     "ENTRY_POINT_GROUP",
     "Resolver",
+    "RunIdentity",
     "TaskMessage",
     "available_names",
     "headers_resolver",
+    "invalid_resolver",
     "load_resolver",
     "merlin_resolver",
     "workflow_resolver",

@@ -17,8 +17,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from merlin_tracking.identity import RunIdentity
 from merlin_tracking.resolvers.message import TaskMessage
-from merlin_tracking.signals.tracker import RunIdentity
 
 STEP = "merlin.common.tasks.merlin_step"
 EXPAND = "merlin.common.tasks.expand_tasks_with_samples"

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from merlin_tracking.identity import RunIdentity
 from merlin_tracking.resolvers.message import TaskMessage
-from merlin_tracking.signals.tracker import RunIdentity
 
 # Nesting deeper than this is followed no further (the key is then the group found so far).
 _MAX_DEPTH = 32

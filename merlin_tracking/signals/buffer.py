@@ -3,7 +3,7 @@
 Task hooks only append here, so a task never waits on Redis. The flusher sends what has
 accumulated in order (so the events of one process are applied in the order they happened),
 keeps it when Redis is unreachable, logs one warning per outage, and retries until Redis is
-back. When the buffer is full the oldest entries are dropped and counted.
+back. When the buffer is full the oldest entries are dropped.
 """
 
 from __future__ import annotations
@@ -46,16 +46,13 @@ class FlushingBuffer(Generic[T]):
         self._thread: threading.Thread | None = None
         self._name = name
         self._closed = False
-        self.dropped = 0
         self.outage_since: float | None = None
 
     # ---------------------------------------------------------------- producer side
     def add(self, item: T) -> None:
         """Queue ``item``; never blocks (deque appends are atomic, so no lock on this path)."""
         items = self._items
-        if len(items) >= self._capacity:
-            self.dropped += 1  # the bounded deque drops its oldest item
-        items.append(item)
+        items.append(item)  # a full deque drops its oldest item
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
@@ -133,7 +130,6 @@ class FlushingBuffer(Generic[T]):
         with self._lock:
             room = self._capacity - len(self._items)
             keep = batch[-room:] if room < len(batch) else batch
-            self.dropped += len(batch) - len(keep)
             self._items.extendleft(reversed(keep))
             self._in_flight = 0
             self._idle.notify_all()

@@ -9,7 +9,8 @@ from typing import Any
 from celery import Celery, signals
 
 from merlin_tracking.config import TrackingConfig
-from merlin_tracking.signals import publish, state, tasks
+from merlin_tracking.resolvers import load_resolver
+from merlin_tracking.signals import publish, registry, tasks
 from merlin_tracking.signals.tracker import Tracker
 from merlin_tracking.signals.worker import TrackingStep
 
@@ -40,7 +41,7 @@ def _connect_signals() -> None:
 
 
 def _flush_on_exit(**_: Any) -> None:
-    tracker = state.active_tracker()
+    tracker = registry.active_tracker()
     if tracker is not None:
         tracker.flush(5.0)
 
@@ -48,17 +49,19 @@ def _flush_on_exit(**_: Any) -> None:
 def install(app: Celery) -> Tracker | None:
     """Track ``app``'s runs and workers; returns its tracker, or None when tracking is off.
 
-    Reads ``tracking_*`` settings from ``app.conf`` (bad values raise ``ConfigurationError``
-    naming the setting) and adds the worker bootstep. A second call returns the same tracker.
+    Reads ``tracking_*`` settings from ``app.conf`` and loads the run resolver they name (bad
+    values raise ``ConfigurationError`` naming the setting), then adds the worker bootstep. A
+    second call returns the same tracker.
     """
-    existing = state.tracker_for(app)
+    existing = registry.tracker_for(app)
     if existing is not None:
         return existing
     config = TrackingConfig.from_app_conf(app.conf)
     if not config.enabled:
-        state.register_disabled(app)
+        registry.register_disabled(app)
         return None
-    tracker = state.register(app, Tracker(config, app_name=app.main))
+    resolver = load_resolver(config.run_resolver)
+    tracker = registry.register(app, Tracker(config, app_name=app.main, resolver=resolver))
     _connect_signals()
     app.steps["consumer"].add(TrackingStep)
     return tracker

@@ -9,10 +9,10 @@ from celery.canvas import Signature
 from celery.utils.dispatch import Signal
 
 from merlin_tracking.errors import DuplicateEntityError, TrackingError
+from merlin_tracking.identity import RunIdentity
 from merlin_tracking.records import Run
 from merlin_tracking.signals.publish import launching
-from merlin_tracking.signals.state import tracker_for
-from merlin_tracking.signals.tracker import RunIdentity
+from merlin_tracking.signals.registry import tracker_for
 
 #: Sent after ``launch_study`` published a run: ``sender`` is the app, ``run`` the Run record.
 study_launched = Signal(name="study_launched", providing_args={"run"})

@@ -13,23 +13,21 @@ import contextlib
 import contextvars
 import logging
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celery import current_task
 
-from merlin_tracking.records.events import TaskEventKind
-from merlin_tracking.resolvers.message import body_parts
-from merlin_tracking.signals.state import active_tracker
-from merlin_tracking.signals.tracker import (
-    RUN_HEADERS,
+from merlin_tracking.identity import (
     STUDY_HEADER,
     WORKSPACE_HEADER,
     RunIdentity,
-    Tracker,
+    run_of_headers,
+    run_of_request,
 )
-
-if TYPE_CHECKING:
-    from merlin_tracking.resolvers.message import TaskMessage
+from merlin_tracking.records.events import TaskEventKind
+from merlin_tracking.resolvers.message import TaskMessage, body_parts
+from merlin_tracking.signals.registry import active_tracker
+from merlin_tracking.signals.tracker import Tracker
 
 logger = logging.getLogger("merlin_tracking")
 
@@ -47,26 +45,6 @@ def launching(run: RunIdentity, tracker: Tracker) -> Iterator[None]:
         yield
     finally:
         _launching.reset(token)
-
-
-def run_of_headers(headers: Mapping[str, Any] | None) -> RunIdentity | None:
-    if not headers:
-        return None
-    study, workspace = headers.get(STUDY_HEADER), headers.get(WORKSPACE_HEADER)
-    if isinstance(study, str) and isinstance(workspace, str) and study and workspace:
-        return RunIdentity(study, workspace)
-    return None
-
-
-def run_of_request(request: Any) -> RunIdentity | None:
-    """Run identity carried by a task request (its custom headers are attributes)."""
-    if request is None:
-        return None
-    study = getattr(request, STUDY_HEADER, None)
-    workspace = getattr(request, WORKSPACE_HEADER, None)
-    if isinstance(study, str) and isinstance(workspace, str) and study and workspace:
-        return RunIdentity(study, workspace)
-    return None
 
 
 def _inherited_run() -> RunIdentity | None:
@@ -96,7 +74,6 @@ def _message_of(
     tracker: Tracker, headers: Mapping[str, Any], body: Any, queue: str | None
 ) -> TaskMessage:
     """The resolver's view of a message being published (body parts from the unserialised body)."""
-
     return tracker.message(
         name=str(headers.get("task") or ""),
         id=str(headers.get("id") or ""),
@@ -152,4 +129,4 @@ def on_before_task_publish(
         logger.exception("merlin_tracking: before_task_publish hook failed (task unaffected)")
 
 
-__all__ = ["RUN_HEADERS", "launching", "on_before_task_publish", "run_of_headers", "run_of_request"]
+__all__ = ["launching", "on_before_task_publish", "queue_of"]

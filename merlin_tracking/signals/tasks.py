@@ -19,15 +19,16 @@ from collections import OrderedDict
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from merlin_tracking.records.events import TaskEventKind
-from merlin_tracking.signals.publish import run_of_headers, run_of_request
-from merlin_tracking.signals.state import active_tracker
-from merlin_tracking.signals.tracker import (
+from merlin_tracking.identity import (
     STUDY_HEADER,
     WORKSPACE_HEADER,
     RunIdentity,
-    Tracker,
+    run_of_headers,
+    run_of_request,
 )
+from merlin_tracking.records.events import TaskEventKind
+from merlin_tracking.signals.registry import active_tracker
+from merlin_tracking.signals.tracker import Tracker
 
 logger = logging.getLogger("merlin_tracking")
 

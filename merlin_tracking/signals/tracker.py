@@ -1,9 +1,10 @@
 """The per-process tracker behind the signal hooks.
 
-It owns the database handle (opened lazily, again after a fork), the buffer of task events and
-the cache of workspace -> run id. Hooks call ``record``; the buffer's thread calls ``_send``,
-which creates a run the first time its workspace is seen (exactly once across processes: the
-store's unique workspace index decides) and applies the events in one script call.
+It owns the database handle (opened lazily, again after a fork), the buffer of task events, the
+run resolver ``install`` loaded, and the cache of workspace -> run id. Hooks call ``record``;
+the buffer's thread calls ``_send``, which finds or creates the run of each workspace
+(``ensure_run``: exactly once across processes, the store's unique workspace index decides)
+and applies the events in one store call.
 """
 
 from __future__ import annotations
@@ -14,46 +15,18 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 from merlin_tracking.config import TrackingConfig
 from merlin_tracking.database import TrackingDatabase
-from merlin_tracking.errors import (
-    DuplicateEntityError,
-    InvalidRecordError,
-)
+from merlin_tracking.errors import DuplicateEntityError, InvalidRecordError
+from merlin_tracking.identity import RUN_HEADERS, STUDY_HEADER, WORKSPACE_HEADER, RunIdentity
 from merlin_tracking.records.events import TaskEvent, TaskEventKind, coalesce
+from merlin_tracking.resolvers import Resolver, TaskMessage, headers_resolver
 from merlin_tracking.signals.buffer import FlushingBuffer
 
-if TYPE_CHECKING:
-    from merlin_tracking.resolvers import TaskMessage
-
 logger = logging.getLogger("merlin_tracking")
-
-STUDY_HEADER = "merlin_tracking_study"
-WORKSPACE_HEADER = "merlin_tracking_workspace"
-RUN_HEADERS = (STUDY_HEADER, WORKSPACE_HEADER)
-
-
-@dataclass(frozen=True)
-class RunIdentity:
-    """Which run a message belongs to, as carried by its headers (or found by a resolver).
-
-    ``fields``: extra run fields (``parameters``, ``samples``, or anything else, kept in
-    ``additional_data``) set when this process is the one that creates the run; they are not
-    part of the identity and do not travel in message headers. Build with ``with_fields``.
-    """
-
-    study: str
-    workspace: str
-    fields: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
-
-    @classmethod
-    def with_fields(cls, study: str, workspace: str, **fields: Any) -> RunIdentity:
-        return cls(study, workspace, tuple(sorted(fields.items())))
-
 
 # One buffered task event: (run, task id, kind, queue). A plain tuple: this is the hot path.
 PendingEvent = tuple[RunIdentity, str, TaskEventKind, str | None]
@@ -67,18 +40,23 @@ _RESOLVED_CAPACITY = 10_000
 
 
 class Tracker:
-    """Tracking state of one process for one configuration."""
+    """Tracking state of one process for one configuration.
 
-    def __init__(self, config: TrackingConfig, app_name: str | None = None) -> None:
-        from merlin_tracking.resolvers import DEFAULT_RESOLVER, load_resolver
+    ``resolver``: the run resolver for messages without run headers (``install`` loads the
+    configured one); the default ``headers_resolver`` only reads the run headers, which the
+    hooks read anyway, so with it nothing is resolved.
+    """
 
+    def __init__(
+        self,
+        config: TrackingConfig,
+        app_name: str | None = None,
+        resolver: Resolver = headers_resolver,
+    ) -> None:
         self.config = config
         self.app_name = app_name
-        self.resolver: Callable[[TaskMessage], RunIdentity | None] = load_resolver(
-            config.run_resolver
-        )
-        # The default resolver only reads the run headers, which the hooks read anyway.
-        self.resolves = config.run_resolver != DEFAULT_RESOLVER
+        self.resolver = resolver
+        self.resolves = resolver is not headers_resolver
         self._resolved: OrderedDict[str, RunIdentity] = OrderedDict()
         # When (time.monotonic) the worker should next try to settle runs counted here.
         self.settle_due: float | None = None
@@ -145,8 +123,6 @@ class Tracker:
         return answer
 
     def message(self, **fields: Any) -> TaskMessage:
-        from merlin_tracking.resolvers import TaskMessage
-
         return TaskMessage(app_name=self.app_name, **fields)
 
     # ---------------------------------------------------------------- hot path
@@ -175,7 +151,9 @@ class Tracker:
     def remember_run(self, workspace: str, run_id: str) -> None:
         self._run_ids[workspace] = run_id
 
-    def _run_id(self, run: RunIdentity, queue: str | None) -> str:
+    def ensure_run(self, run: RunIdentity, queue: str | None) -> str:
+        """Id of the run of ``run.workspace``: remembered, else created now (with ``queue`` and
+        the identity's fields), else the one another process created first."""
         run_id = self._run_ids.get(run.workspace)
         if run_id is None:
             runs = self.db.runs
@@ -195,7 +173,7 @@ class Tracker:
 
     def _send(self, pending: Sequence[PendingEvent]) -> None:
         events = [
-            TaskEvent(self._run_id(run, queue), task_id, kind, queue)
+            TaskEvent(self.ensure_run(run, queue), task_id, kind, queue)
             for run, task_id, kind, queue in pending
         ]
         missing = set(self.db.runs.record_events(coalesce(events), self.config.settle_seconds))
@@ -204,3 +182,14 @@ class Tracker:
             for workspace, run_id in list(self._run_ids.items()):
                 if run_id in missing:
                     del self._run_ids[workspace]
+
+
+# Old import paths (``merlin_tracking.signals.tracker.RunIdentity`` and the header names).
+__all__ = [
+    "RUN_HEADERS",
+    "STUDY_HEADER",
+    "WORKSPACE_HEADER",
+    "PendingEvent",
+    "RunIdentity",
+    "Tracker",
+]

@@ -22,7 +22,7 @@ from typing import Any
 from celery import bootsteps
 
 from merlin_tracking.records import WorkerStatus
-from merlin_tracking.signals.state import tracker_for
+from merlin_tracking.signals.registry import tracker_for
 from merlin_tracking.signals.tracker import Tracker
 
 logger = logging.getLogger("merlin_tracking")

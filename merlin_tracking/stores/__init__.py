@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from merlin_tracking.errors import InvalidRecordError
-from merlin_tracking.stores.base import TrackingStore
-from merlin_tracking.stores.redis.keys import DEFAULT_PREFIX
-
-REDIS_SCHEMES = ("redis", "rediss", "unix")
-SQLITE_SCHEMES = ("sqlite",)
+from merlin_tracking.stores.base import DEFAULT_PREFIX, TrackingStore, check_prefix
+from merlin_tracking.urls import REDIS_SCHEMES, SQLITE_SCHEMES, scheme_of, supported_schemes
 
 
 def open_store(url: str, prefix: str = DEFAULT_PREFIX) -> TrackingStore:
     """A store for ``url``: ``redis://``, ``rediss://`` or ``unix://`` for Redis,
     ``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` for an SQLite file."""
-    scheme = urlsplit(url).scheme
+    scheme = scheme_of(url)
     if scheme in REDIS_SCHEMES:
         from merlin_tracking.stores.redis import RedisStore
 
@@ -25,9 +20,8 @@ def open_store(url: str, prefix: str = DEFAULT_PREFIX) -> TrackingStore:
 
         return SqliteStore(url, prefix=prefix)
     raise InvalidRecordError(
-        f"no store for URL scheme {scheme!r}; "
-        f"supported: {', '.join(s + '://' for s in (*REDIS_SCHEMES, *SQLITE_SCHEMES))}"
+        f"no store for URL scheme {scheme!r}; supported: {supported_schemes()}"
     )
 
 
-__all__ = ["DEFAULT_PREFIX", "TrackingStore", "open_store"]
+__all__ = ["DEFAULT_PREFIX", "TrackingStore", "check_prefix", "open_store"]

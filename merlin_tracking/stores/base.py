@@ -12,11 +12,13 @@ to a non-empty list of string values. Values of one key are OR-ed, keys are AND-
 from __future__ import annotations
 
 import dataclasses
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+from merlin_tracking.errors import InvalidRecordError
 from merlin_tracking.ids import id_sort_key
 from merlin_tracking.records import (
     LogicalWorker,
@@ -29,6 +31,21 @@ from merlin_tracking.records import (
 from merlin_tracking.records.events import TaskEvent
 
 R = TypeVar("R", bound=Record)
+
+#: The key prefix (Redis) or namespace (SQLite) of a ledger when none is given.
+DEFAULT_PREFIX = "merlin_tracking"
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
+
+
+def check_prefix(prefix: object) -> str:
+    """``prefix`` if it is a valid ledger prefix: 1-100 characters from letters, digits,
+    ``_ . : -`` (no braces, so Redis can wrap it in a Cluster hash tag), on every store."""
+    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
+        raise InvalidRecordError(
+            f"invalid key prefix {prefix!r}: use 1-100 characters from letters, digits, '_', '.', "
+            "':' and '-'"
+        )
+    return prefix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,13 +120,9 @@ class TrackingStore(ABC):
         record_type: type[Run | PhysicalWorker],
         record_id: str,
         changes: Mapping[str, Any],
-        expect: Mapping[str, Any] | None = None,
-    ) -> bool:
-        """Set plain fields of a run or physical worker, keeping indexes in step.
-
-        With ``expect``, apply only if those fields currently hold those values (compare and
-        set) and return False otherwise. Raises the type's not-found error if it is missing.
-        """
+    ) -> None:
+        """Set plain fields of a run or physical worker, keeping indexes in step. Raises the
+        type's not-found error if it is missing."""
 
     @abstractmethod
     def link_run_worker(self, run_id: str, worker_id: str, linked: bool = True) -> bool:
@@ -225,10 +238,13 @@ class TrackingStore(ABC):
 
 
 __all__ = [
+    "DEFAULT_PREFIX",
+    "DanglingReference",
     "Filters",
     "LogicalWorker",
     "PhysicalWorker",
     "Run",
     "Study",
     "TrackingStore",
+    "check_prefix",
 ]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import threading
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from merlin_tracking.errors import InvalidRecordError
+from merlin_tracking.urls import is_redis_url, mask_url
 
 SOCKET_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
@@ -24,26 +24,11 @@ _clients: dict[tuple[str, int], redis.Redis] = {}
 _lock = threading.Lock()
 
 
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (user names are kept)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 def client_for(url: str) -> redis.Redis:
     """The shared client for ``url`` in this process."""
-    scheme = urlsplit(url).scheme
-    if scheme not in ("redis", "rediss", "unix"):
+    if not is_redis_url(url):
         raise InvalidRecordError(
-            f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}; use redis://, rediss:// "
-            "or unix://"
+            f"unsupported Redis URL {mask_url(url)}; use redis://, rediss:// or unix://"
         )
     cache_key = (url, os.getpid())
     client = _clients.get(cache_key)

@@ -34,9 +34,8 @@ or content cost the same few bytes; scripts compute the same digest with ``redis
 from __future__ import annotations
 
 import hashlib
-import re
 
-from merlin_tracking.errors import InvalidRecordError
+from merlin_tracking.stores.base import DEFAULT_PREFIX, check_prefix
 
 ENTITY_SEGMENT = {
     "study": "study",
@@ -44,8 +43,6 @@ ENTITY_SEGMENT = {
     "logical_worker": "lw",
     "physical_worker": "pw",
 }
-DEFAULT_PREFIX = "merlin_tracking"
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
 
 
 def digest(value: str) -> bytes:
@@ -54,13 +51,8 @@ def digest(value: str) -> bytes:
 
 
 def tagged_prefix(prefix: str) -> str:
-    """``{prefix}``; the prefix may use letters, digits, ``_ . : -`` (no braces)."""
-    if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
-        raise InvalidRecordError(
-            f"invalid key prefix {prefix!r}: use 1-100 characters from letters, digits, '_', '.', "
-            "':' and '-'"
-        )
-    return "{" + prefix + "}"
+    """``{prefix}``: the prefix as a Redis Cluster hash tag (see ``check_prefix``)."""
+    return "{" + check_prefix(prefix) + "}"
 
 
 class KeySpace:

@@ -427,17 +427,12 @@ end
 return n
 
 --@@ update_fields
--- ARGV: P, entity ('run'|'pw'), id, expected count n, n pairs (field, json) that must match,
---       then pairs (field, json; '' deletes) to set
--- -> 1 updated | 0 expectation failed | -1 not found
+-- ARGV: P, entity ('run'|'pw'), id, then pairs (field, json; '' deletes) to set
+-- -> 1 updated | -1 not found | -2 new logical worker missing
 local entity, id = ARGV[2], ARGV[3]
 local rkey = key(entity, id)
 if redis.call('EXISTS', rkey) == 0 then return -1 end
-local n_expect = tonumber(ARGV[4])
-for i = 5, 4 + 2 * n_expect, 2 do
-  if (hget_full(rkey, ARGV[i]) or '') ~= ARGV[i + 1] then return 0 end
-end
-local changes = pairs_to_map(ARGV, 5 + 2 * n_expect)
+local changes = pairs_to_map(ARGV, 4)
 local new_lw = changes['logical_worker_id']
 if entity == 'pw' and new_lw and new_lw ~= '' and new_lw ~= 'null' then
   -- Checked before any write, so a refused update changes nothing.
@@ -467,7 +462,7 @@ if entity == 'pw' and changes['logical_worker_id'] then
     redis.call('SADD', key('lw', cjson.decode(new), 'physical'), id)
   end
 end
-hset_pairs(rkey, ARGV, 5 + 2 * n_expect)
+hset_pairs(rkey, ARGV, 4)
 if entity == 'pw' then refresh_liveness(id) end
 return 1
 

@@ -19,6 +19,7 @@ from merlin_tracking.errors import (
     EntityNotFoundError,
     InvalidRecordError,
     RunNotFoundError,
+    StoreError,
     StoreUnavailableError,
     StudyNotFoundError,
     WorkerNotFoundError,
@@ -34,15 +35,11 @@ from merlin_tracking.records import (
     WorkerStatus,
 )
 from merlin_tracking.records.events import TaskEvent
-from merlin_tracking.stores.base import DanglingReference, Filters, TrackingStore
+from merlin_tracking.stores.base import DEFAULT_PREFIX, DanglingReference, Filters, TrackingStore
 from merlin_tracking.stores.redis import scripts
-from merlin_tracking.stores.redis.connection import client_for, mask_url
-from merlin_tracking.stores.redis.keys import (
-    DEFAULT_PREFIX,
-    ENTITY_SEGMENT,
-    KeySpace,
-    digest,
-)
+from merlin_tracking.stores.redis.connection import client_for
+from merlin_tracking.stores.redis.keys import ENTITY_SEGMENT, KeySpace, digest
+from merlin_tracking.urls import mask_url
 
 R = TypeVar("R", bound=Record)
 
@@ -128,7 +125,9 @@ class RedisStore(TrackingStore):
         except redis.ResponseError as exc:
             if str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
                 raise StoreUnavailableError(self.url, str(exc)) from None
-            raise
+            raise StoreError(self.url, str(exc) or type(exc).__name__) from None
+        except redis.RedisError as exc:
+            raise StoreError(self.url, str(exc) or type(exc).__name__) from None
 
     def _run(self, name: str, args: Sequence[Any], key: str) -> Any:
         with self._guard():
@@ -259,24 +258,19 @@ class RedisStore(TrackingStore):
         record_type: type[Run | PhysicalWorker],
         record_id: str,
         changes: Mapping[str, Any],
-        expect: Mapping[str, Any] | None = None,
-    ) -> bool:
+    ) -> None:
         encoded = {name: self._encode_or_clear(record_type, name, v) for name, v in changes.items()}
-        expected = {
-            name: self._encode_or_clear(record_type, name, v) for name, v in (expect or {}).items()
-        }
         segment = ENTITY_SEGMENT[record_type.ENTITY]
         member = _seq(record_id) if record_type is Run else record_id
         result = self._run(
             "update_fields",
-            [segment, member, len(expected), *_pairs(expected), *_pairs(encoded)],
+            [segment, member, *_pairs(encoded)],
             self.keys.record(record_type.ENTITY, member),
         )
         if result == -1:
             raise _NOT_FOUND[record_type.ENTITY](record_id)
         if result == -2:
             raise WorkerNotFoundError(str(changes.get("logical_worker_id")))
-        return bool(result == 1)
 
     @staticmethod
     def _encode_or_clear(record_type: type[Record], name: str, value: Any) -> str:

@@ -32,8 +32,13 @@ from merlin_tracking.records import (
 )
 from merlin_tracking.records.events import TaskEvent
 from merlin_tracking.records.run import ACTIVE_STATUSES
-from merlin_tracking.stores.base import DanglingReference, Filters, TrackingStore
-from merlin_tracking.stores.redis.keys import DEFAULT_PREFIX, tagged_prefix
+from merlin_tracking.stores.base import (
+    DEFAULT_PREFIX,
+    DanglingReference,
+    Filters,
+    TrackingStore,
+    check_prefix,
+)
 from merlin_tracking.stores.sqlite import maintenance, progress, rows
 from merlin_tracking.stores.sqlite.connection import Connections, path_from_url
 from merlin_tracking.stores.sqlite.filters import find_ids
@@ -55,9 +60,8 @@ class SqliteStore(TrackingStore):
     backend = "sqlite"
 
     def __init__(self, url: str, prefix: str = DEFAULT_PREFIX) -> None:
-        tagged_prefix(prefix)  # same prefix rules as Redis, so a prefix works on both stores
         self.url = url
-        self.prefix = prefix
+        self.prefix = check_prefix(prefix)  # the same rule as Redis: a prefix works on both
         self.path = path_from_url(url)
         self._db = Connections(url, self.path)
 
@@ -141,8 +145,7 @@ class SqliteStore(TrackingStore):
         record_type: type[Run | PhysicalWorker],
         record_id: str,
         changes: Mapping[str, Any],
-        expect: Mapping[str, Any] | None = None,
-    ) -> bool:
+    ) -> None:
         if "workers" in changes:
             raise InvalidRecordError("run workers change through link_run_worker, not as a field")
         ns = self.prefix
@@ -152,16 +155,11 @@ class SqliteStore(TrackingStore):
                 if record_type is Run:
                     raise RunNotFoundError(record_id)
                 raise WorkerNotFoundError(record_id)
-            if expect:
-                wanted = stored.replace(**expect)
-                if any(getattr(stored, name) != getattr(wanted, name) for name in expect):
-                    return False
             updated = stored.replace(**changes)
             new_lw = changes.get("logical_worker_id")
             if new_lw and not rows.exists(conn, ns, "logical_worker", new_lw):
                 raise WorkerNotFoundError(str(new_lw))
             rows.update(conn, ns, stored, updated)
-            return True
 
     def link_run_worker(self, run_id: str, worker_id: str, linked: bool = True) -> bool:
         ns = self.prefix

@@ -1,4 +1,5 @@
-"""Which tracker the (app-agnostic) Celery signals report to in this process."""
+"""The registry of trackers: which tracker the (app-agnostic) Celery signals report to in this
+process, by app."""
 
 from __future__ import annotations
 
