@@ -1,7 +1,5 @@
 """merlin_tracking: an always-correct ledger of Celery workflow runs in a shared Redis."""
 
-__version__ = "0.1.0"
-
 from merlin_tracking.database import TrackingDatabase
 from merlin_tracking.errors import (
     ConfigurationError,
@@ -26,6 +24,7 @@ from merlin_tracking.records import (
     Study,
     WorkerStatus,
 )
+from merlin_tracking.version import __version__
 
 _CELERY_GLUE = ("install", "launch_study", "study_launched")
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from merlin_tracking import __version__
 from merlin_tracking.errors import DuplicateEntityError, InvalidRecordError, choices
 from merlin_tracking.managers import (
     LogicalWorkerManager,
@@ -16,6 +16,7 @@ from merlin_tracking.managers import (
 )
 from merlin_tracking.records import LogicalWorker, PhysicalWorker, Record, Run, Study
 from merlin_tracking.stores import DEFAULT_PREFIX, TrackingStore, open_store
+from merlin_tracking.version import __version__
 
 ENTITY_TYPES = ("study", "run", "logical_worker", "physical_worker")
 EXPORT_SCHEMA = "merlin_tracking.export/1"
@@ -35,6 +36,17 @@ def _list_field(document: Mapping[str, Any], name: str) -> list[Mapping[str, Any
     return value
 
 
+@dataclasses.dataclass(frozen=True)
+class RunDetails:
+    """A run with what it refers to: its study (None if detached), its logical workers (in the
+    run's order) and their physical workers (by id). What ``runs show`` and ``export`` print."""
+
+    run: Run
+    study: Study | None
+    logical_workers: tuple[LogicalWorker, ...]
+    physical_workers: tuple[PhysicalWorker, ...]
+
+
 class TrackingDatabase:
     """The ledger of studies, runs and workers in one store."""
 
@@ -49,6 +61,11 @@ class TrackingDatabase:
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> TrackingDatabase:
         """Open the store at ``url`` (``redis://``, ``rediss://``) under ``prefix``."""
         return cls(open_store(url, prefix=prefix))
+
+    @property
+    def url(self) -> str:
+        """The store's URL with any password masked: safe to print."""
+        return self.store.url
 
     def _manager(self, entity_type: str) -> Any:
         managers: dict[str, Any] = {
@@ -98,21 +115,28 @@ class TrackingDatabase:
             + self.logical_workers.delete_all()
         )
 
+    def run_details(self, run_id_or_workspace: str) -> RunDetails:
+        """The run with this id or workspace and the records it refers to, read once for every
+        view of a run (``RunNotFoundError`` if there is none). References that vanished
+        meanwhile are left out."""
+        run = self.runs.get(run_id_or_workspace)
+        study = self.studies.find(run.study_id)
+        logical = self.logical_workers.get_many(run.workers)
+        physical_ids = sorted({pw for worker in logical for pw in worker.physical_workers})
+        physical = self.physical_workers.get_many(physical_ids)
+        return RunDetails(run, study, tuple(logical), tuple(physical))
+
     # ------------------------------------------------------------------ export / import
     def export_run(self, run_id_or_workspace: str) -> dict[str, Any]:
         """A JSON-ready document of a run with its study and workers (see ``import_run``)."""
-        run = self.runs.get(run_id_or_workspace)
-        study = self.store.fetch(Study, run.study_id) if run.study_id else None
-        logical = self.store.fetch_many(LogicalWorker, list(run.workers))
-        physical_ids = sorted({pw for worker in logical for pw in worker.physical_workers})
-        physical = self.store.fetch_many(PhysicalWorker, physical_ids)
+        details = self.run_details(run_id_or_workspace)
         return {
             "schema": EXPORT_SCHEMA,
             "exported_at": datetime.now(timezone.utc).isoformat(),
-            "run": run.to_dict(),
-            "study": study.to_dict() if study else None,
-            "logical_workers": [worker.to_dict() for worker in logical],
-            "physical_workers": [worker.to_dict() for worker in physical],
+            "run": details.run.to_dict(),
+            "study": details.study.to_dict() if details.study else None,
+            "logical_workers": [worker.to_dict() for worker in details.logical_workers],
+            "physical_workers": [worker.to_dict() for worker in details.physical_workers],
         }
 
     def import_run(self, document: Mapping[str, Any]) -> Run:

@@ -14,11 +14,6 @@ the Redis store as ``db`` only, since its other half would not see an SQLite led
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,54 +22,7 @@ import pytest
 import redis
 
 from merlin_tracking import TrackingDatabase
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_redis_server(port: int | None = None) -> tuple[subprocess.Popen[bytes], str, str]:
-    """Start a throw-away redis-server; return (process, url, data dir)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.exit("redis-server is not installed: run scripts/test.sh, which installs it", 3)
-    port = port or _free_port()
-    workdir = tempfile.mkdtemp(prefix="mt-redis-")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-            "--logfile",
-            os.path.join(workdir, "redis.log"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError(f"redis-server did not start on port {port}") from None
-            time.sleep(0.05)
-    client.close()
-    return proc, url, workdir
+from tests.support.redis_server import RedisServer, RedisServerError
 
 
 @pytest.fixture(scope="session")
@@ -84,13 +32,14 @@ def redis_url() -> Iterator[str]:
     if external:
         yield external
         return
-    proc, url, workdir = start_redis_server()
     try:
-        yield url
+        server = RedisServer(name="mt-session-redis-").start()
+    except RedisServerError as exc:
+        pytest.exit(f"{exc} (scripts/test.sh installs redis-server)", 3)
+    try:
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
+        server.close()
 
 
 @pytest.fixture

@@ -63,7 +63,7 @@ def study_document(study: Study) -> dict[str, Any]:
 def study_names(db: TrackingDatabase, runs: Iterable[Run]) -> dict[str, str]:
     """Study id -> name for the studies of ``runs`` (one round trip)."""
     ids = sorted({run.study_id for run in runs if run.study_id})
-    return {study.id: study.name for study in db.store.fetch_many(Study, ids)}
+    return {study.id: study.name for study in db.studies.get_many(ids)}
 
 
 def run_documents(db: TrackingDatabase, runs: Sequence[Run]) -> list[dict[str, Any]]:

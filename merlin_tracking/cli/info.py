@@ -11,20 +11,17 @@ from merlin_tracking.cli.documents import run_documents
 from merlin_tracking.cli.options import examples, json_option
 from merlin_tracking.cli.output import echo_json, echo_lines, plural, render_fields
 from merlin_tracking.cli.runs import runs_table
-from merlin_tracking.records import Run, RunStatus, WorkerStatus
+from merlin_tracking.records import WorkerStatus
 
 
 def info_document(state: CliState, recent: int) -> dict[str, Any]:
     db = state.settled_db()
     facts = db.info(recent=recent)
-    runs_by_status = {
-        status.value: len(db.store.find_ids(Run, {"status": [status.value]}))
-        for status in RunStatus
-    }
+    runs_by_status = db.runs.count_by_status()
     workers_by_status = {status.value: 0 for status in WorkerStatus}
     for worker in db.physical_workers.get_all():
         workers_by_status[worker.status.value] += 1
-    recent_runs = db.store.fetch_many(Run, [run["id"] for run in facts["recent_runs"]])
+    recent_runs = db.runs.get_many(run["id"] for run in facts["recent_runs"])
     return {
         "version": facts["version"],
         "backend": facts["backend"],

@@ -10,13 +10,13 @@ from typing import Any
 
 import click
 
-from merlin_tracking import __version__
 from merlin_tracking.cli import maintenance, runs, studies, watch, workers
 from merlin_tracking.cli.context import PREFIX_ENV, URL_ENV, CliState
 from merlin_tracking.cli.errors import translate
 from merlin_tracking.cli.info import info
 from merlin_tracking.cli.options import examples
 from merlin_tracking.errors import TrackingError
+from merlin_tracking.version import __version__
 
 
 class TrackingGroup(click.Group):
@@ -62,7 +62,7 @@ def cli(ctx: click.Context, url: str | None, prefix: str | None) -> None:
     workers.
 
     Exit codes: 0 success, 1 not found or nothing matched, 2 usage error or invalid filter,
-    3 store unreachable.
+    3 store unreachable or refusing.
     """
     app = getattr(ctx.obj, "app", None)  # ``celery`` passes a context holding the -A app
     ctx.obj = CliState(url=url or None, prefix=prefix or None, app=app)

@@ -21,7 +21,6 @@ from merlin_tracking.cli.options import (
 )
 from merlin_tracking.cli.output import echo_fit, echo_json, plural
 from merlin_tracking.cli.timespec import duration_option
-from merlin_tracking.records import LogicalWorker, PhysicalWorker
 
 GC_KINDS = (
     ("physical_workers", "physical worker"),
@@ -68,10 +67,8 @@ def gc(state: CliState, older_than: timedelta, dry_run: bool, yes: bool, as_json
     with --dry-run, what would be)."""
     db = state.db
     found = db.collect_garbage(older_than, dry_run=True)
-    names = {
-        pw.id: pw.name for pw in db.store.fetch_many(PhysicalWorker, found["physical_workers"])
-    }
-    for lw in db.store.fetch_many(LogicalWorker, found["logical_workers"]):
+    names = {pw.id: pw.name for pw in db.physical_workers.get_many(found["physical_workers"])}
+    for lw in db.logical_workers.get_many(found["logical_workers"]):
         names[lw.id] = f"{lw.name} ({','.join(lw.queues)})"
     total = sum(len(found.get(key, [])) for key, _ in GC_KINDS)
     if total and not dry_run:

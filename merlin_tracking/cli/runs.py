@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -14,7 +14,6 @@ from merlin_tracking.cli.context import CliState, pass_state
 from merlin_tracking.cli.documents import (
     is_alive,
     logical_document,
-    newest_first,
     physical_document,
     run_document,
     run_documents,
@@ -44,14 +43,11 @@ from merlin_tracking.cli.output import (
 from merlin_tracking.cli.timespec import moment_option
 from merlin_tracking.database import TrackingDatabase
 from merlin_tracking.errors import InvalidFilterError, WorkerNotFoundError
-from merlin_tracking.ids import id_sort_key
-from merlin_tracking.managers.filters import normalise_filters
-from merlin_tracking.records import LogicalWorker, PhysicalWorker, Run, RunStatus, Study
+from merlin_tracking.managers import InvalidPeriodError, RunQuery
+from merlin_tracking.records import LogicalWorker, PhysicalWorker, Run, RunStatus
 from merlin_tracking.records.status import TERMINAL_RUN_STATUSES
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-PAGE = 500  # runs read per round trip by ``RunSelection.select``
 
 RUN_COLUMNS = (
     Column("ID"),
@@ -86,7 +82,7 @@ def runs_table(documents: Sequence[Mapping[str, Any]], width: int | None = None)
 # ---------------------------------------------------------------------------- selection
 @dataclass(frozen=True)
 class RunSelection:
-    """The run filters of ``runs list`` and ``runs delete --all``."""
+    """The run filters of ``runs list`` and ``runs delete --all``, as given on the command line."""
 
     study: str | None = None
     statuses: tuple[str, ...] = ()
@@ -104,46 +100,38 @@ class RunSelection:
 
     def select(self, db: TrackingDatabase) -> list[Run]:
         """Matching runs, newest first. Unknown study/worker: not found; bad values: invalid."""
-        if self.since and self.until and self.since > self.until:
-            raise InvalidFilterError(
-                f"--since ({self.since.isoformat()}) is after --until ({self.until.isoformat()})"
+        try:  # the time window is checked first, before any lookup
+            query = RunQuery(
+                statuses=self.statuses or None,
+                queues=self.queues or None,
+                since=self.since,
+                until=self.until,
+                limit=self.limit,
             )
-        filters: dict[str, Any] = {}
+        except InvalidPeriodError as exc:
+            raise InvalidFilterError(
+                f"--since ({exc.since.isoformat()}) is after --until ({exc.until.isoformat()})"
+            ) from None
         if self.study:
-            filters["study_id"] = db.studies.get(self.study).id
-        if self.statuses:
-            filters["status"] = list(self.statuses)
-        if self.queues:
-            filters["queues"] = list(self.queues)
+            query = replace(query, study_id=db.studies.get(self.study).id)
         if self.worker:
-            filters["workers"] = logical_worker_ids(db, self.worker)
-        # Ids sort by creation time: read newest first, page by page, and stop early.
-        found = db.store.find_ids(Run, normalise_filters("run", filters))
-        ids = sorted(found, key=id_sort_key, reverse=True)
-        selected: list[Run] = []
-        for start in range(0, len(ids), PAGE):
-            if self.limit is not None and len(selected) >= self.limit:
-                break
-            for run in newest_first(db.store.fetch_many(Run, ids[start : start + PAGE])):
-                if self.since and run.created_at < self.since:
-                    return selected[: self.limit]
-                if not (self.until and run.created_at > self.until):
-                    selected.append(run)
-        return selected[: self.limit]
+            query = replace(query, workers=logical_worker_ids(db, self.worker))
+        return db.runs.query(query)
 
 
-def logical_worker_ids(db: TrackingDatabase, worker: str) -> list[str]:
+def logical_worker_ids(db: TrackingDatabase, worker: str) -> tuple[str, ...]:
     """Logical worker ids meant by ``worker``: a logical worker id or name, or a physical
     worker id or node name (its logical worker). ``WorkerNotFoundError`` if none."""
-    if db.store.fetch(LogicalWorker, worker) is not None:
-        return [worker]
+    logical = db.logical_workers.find(worker)
+    if logical is not None:
+        return (logical.id,)
     named = db.logical_workers.get_all({"name": worker})
     if named:
-        return [lw.id for lw in named]
-    physical = db.store.fetch(PhysicalWorker, worker)
+        return tuple(lw.id for lw in named)
+    physical = db.physical_workers.find(worker)
     if physical is None:
         raise WorkerNotFoundError(worker)
-    return [physical.logical_worker_id] if physical.logical_worker_id else []
+    return (physical.logical_worker_id,) if physical.logical_worker_id else ()
 
 
 def run_filter_options(func: F) -> F:
@@ -287,12 +275,9 @@ def _workers_table(
 @pass_state
 def show_run(state: CliState, run: str, as_json: bool) -> None:
     """A run with its counters, queues, workers (and whether each is alive) and timings."""
-    db = state.settled_db()
-    record = db.runs.get(run)
-    study = db.store.fetch(Study, record.study_id) if record.study_id else None
-    logical = db.store.fetch_many(LogicalWorker, list(record.workers))
-    physical_ids = sorted({pw for lw in logical for pw in lw.physical_workers})
-    physical = db.store.fetch_many(PhysicalWorker, physical_ids)
+    details = state.settled_db().run_details(run)
+    record, study = details.run, details.study
+    logical, physical = details.logical_workers, details.physical_workers
     document = run_document(record, study.name if study else None)
     if as_json:
         echo_json(
@@ -442,7 +427,7 @@ def delete_runs(
             yes,
             [f"{r.id}  {r.status.value}  {r.workspace}" for r in records],
         )
-        db.store.delete_runs(ids)
+        db.runs.delete_many(ids)
     if as_json:
         echo_json({"dry_run": dry_run, "count": len(ids), "deleted": ids})
         return

@@ -24,7 +24,7 @@ from merlin_tracking.cli.output import (
     render_table,
 )
 from merlin_tracking.cli.runs import runs_table
-from merlin_tracking.records import Run, Study
+from merlin_tracking.records import Study
 
 
 @click.group(
@@ -87,7 +87,7 @@ def show_study(state: CliState, study: str, as_json: bool) -> None:
     """A study and its runs, newest first."""
     db = state.db
     record = db.studies.get(study)
-    runs = run_documents(db, newest_first(db.store.fetch_many(Run, list(record.runs))))
+    runs = run_documents(db, newest_first(db.runs.get_many(record.runs)))
     if as_json:
         echo_json({"study": study_document(record), "runs": runs})
         return

@@ -25,7 +25,7 @@ from merlin_tracking.cli.output import (
     utcnow,
 )
 from merlin_tracking.cli.runs import progress_cell
-from merlin_tracking.records import LogicalWorker, WorkerStatus
+from merlin_tracking.records import WorkerStatus
 from merlin_tracking.records.run import ACTIVE_STATUSES
 
 BAR_WIDTH = 10
@@ -45,19 +45,15 @@ def frame_document(state: CliState) -> dict[str, Any]:
     runs = newest_first(db.runs.get_all({"status": [s.value for s in ACTIVE_STATUSES]}))
     shown = [s.value for s in WorkerStatus if s is not WorkerStatus.STOPPED]
     physical = db.physical_workers.get_all({"status": shown})
-    logical = {
-        lw.id: lw.name
-        for lw in db.store.fetch_many(
-            LogicalWorker, sorted({pw.logical_worker_id for pw in physical if pw.logical_worker_id})
-        )
-    }
+    logical_ids = sorted({pw.logical_worker_id for pw in physical if pw.logical_worker_id})
+    logical = {lw.id: lw.name for lw in db.logical_workers.get_many(logical_ids)}
     workers = [
         {**physical_document(pw), "logical_worker_name": logical.get(pw.logical_worker_id or "")}
         for pw in physical
     ]
     return {
         "generated_at": utcnow().isoformat(),
-        "url": db.store.url,
+        "url": db.url,
         "prefix": state.resolve()[1],
         "runs": run_documents(db, runs),
         "workers": workers,

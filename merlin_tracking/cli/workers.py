@@ -30,7 +30,7 @@ from merlin_tracking.cli.output import (
 from merlin_tracking.cli.runs import runs_table
 from merlin_tracking.database import TrackingDatabase
 from merlin_tracking.errors import WorkerNotFoundError
-from merlin_tracking.records import LogicalWorker, PhysicalWorker, Run
+from merlin_tracking.records import LogicalWorker, PhysicalWorker
 
 
 def logical_table(
@@ -176,10 +176,10 @@ def list_workers(
 
 def find_worker(db: TrackingDatabase, worker: str) -> PhysicalWorker | LogicalWorker:
     """A physical worker by id or node name, else a logical worker by id or (unique) name."""
-    physical = db.store.fetch(PhysicalWorker, worker)
+    physical = db.physical_workers.find(worker)
     if physical is not None:
         return physical
-    logical = db.store.fetch(LogicalWorker, worker)
+    logical = db.logical_workers.find(worker)
     if logical is not None:
         return logical
     named = db.logical_workers.get_all({"name": worker})
@@ -195,7 +195,7 @@ def find_worker(db: TrackingDatabase, worker: str) -> PhysicalWorker | LogicalWo
 
 
 def _show_physical(db: TrackingDatabase, pw: PhysicalWorker, as_json: bool) -> None:
-    logical = db.store.fetch(LogicalWorker, pw.logical_worker_id) if pw.logical_worker_id else None
+    logical = db.logical_workers.find(pw.logical_worker_id)
     if as_json:
         echo_json(
             {
@@ -232,8 +232,8 @@ def _show_physical(db: TrackingDatabase, pw: PhysicalWorker, as_json: bool) -> N
 
 
 def _show_logical(db: TrackingDatabase, lw: LogicalWorker, as_json: bool) -> None:
-    physical = db.store.fetch_many(PhysicalWorker, list(lw.physical_workers))
-    runs = run_documents(db, newest_first(db.store.fetch_many(Run, list(lw.runs))))
+    physical = db.physical_workers.get_many(lw.physical_workers)
+    runs = run_documents(db, newest_first(db.runs.get_many(lw.runs)))
     if as_json:
         echo_json(
             {

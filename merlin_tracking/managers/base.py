@@ -1,12 +1,12 @@
-"""Behaviour shared by the four managers: filtered listing and lookups that raise."""
+"""Behaviour shared by the four managers: filtered listing and lookups (raising or not)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any, Generic, TypeGuard, TypeVar
 
 from merlin_tracking.errors import EntityNotFoundError, InvalidRecordError
-from merlin_tracking.managers.filters import check_limit, normalise_filters
+from merlin_tracking.managers.filters import check_limit, is_unicode, normalise_filters
 from merlin_tracking.records import Record
 from merlin_tracking.stores.base import TrackingStore
 
@@ -20,6 +20,12 @@ def require_text(what: str, value: Any) -> str:
     return value
 
 
+def can_name_a_record(value: object) -> TypeGuard[str]:
+    """Whether ``value`` could be a stored id or key: a non-empty string that is valid Unicode.
+    No stored id or name is empty or holds a lone surrogate, so anything else names nothing."""
+    return isinstance(value, str) and bool(value) and is_unicode(value)
+
+
 class Manager(Generic[R]):
     record_type: type[R]
     not_found: type[EntityNotFoundError]
@@ -29,14 +35,24 @@ class Manager(Generic[R]):
 
     def _fetch(self, id_or_key: str) -> R:
         require_text(f"{self.record_type.ENTITY} identifier", id_or_key)
-        try:
-            id_or_key.encode("utf-8")
-        except UnicodeEncodeError:  # no stored name or id can hold a lone surrogate
-            raise self.not_found(id_or_key) from None
-        record = self.store.fetch(self.record_type, id_or_key)
+        record = self.find(id_or_key)
         if record is None:
             raise self.not_found(id_or_key)
         return record
+
+    def find(self, id_or_key: str | None) -> R | None:
+        """The record with this id (else this unique key: study name, run workspace, node
+        name), or None: for callers to whom "missing" is an answer, not an error. None, an
+        empty string or a lone surrogate names nothing (``get`` raises instead)."""
+        if not can_name_a_record(id_or_key):
+            return None
+        return self.store.fetch(self.record_type, id_or_key)
+
+    def get_many(self, ids: Iterable[str]) -> list[R]:
+        """The records of ``ids`` in the given order, read together rather than one lookup per
+        id; ids with no record are skipped, so a list of references read a moment ago (a
+        study's runs, a worker's processes) resolves as is even if some were deleted since."""
+        return self.store.fetch_many(self.record_type, [i for i in ids if can_name_a_record(i)])
 
     def get_all(
         self, filters: Mapping[str, Any] | None = None, limit: int | None = None

@@ -16,11 +16,19 @@ from merlin_tracking.records import RunStatus, WorkerStatus
 Normaliser = Callable[[str], str]
 
 
-def _keep(value: str) -> str:
+def is_unicode(text: str) -> bool:
+    """False for a string holding a lone surrogate (as undecodable bytes in ``argv`` become):
+    no store can hold one, so it names nothing and matches nothing."""
     try:
-        value.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidFilterError(f"filter value {value!r} is not valid Unicode") from None
+        return False
+    return True
+
+
+def _keep(value: str) -> str:
+    if not is_unicode(value):
+        raise InvalidFilterError(f"filter value {value!r} is not valid Unicode")
     return value
 
 

@@ -15,7 +15,8 @@ from merlin_tracking.errors import (
     choices,
 )
 from merlin_tracking.ids import new_id
-from merlin_tracking.managers.base import Manager, require_text
+from merlin_tracking.managers.base import Manager, can_name_a_record, require_text
+from merlin_tracking.managers.run_query import RunQuery, select_runs
 from merlin_tracking.managers.studies import StudyManager
 from merlin_tracking.records import Run, RunStatus
 from merlin_tracking.records.codec import str_tuple
@@ -160,12 +161,30 @@ class RunManager(Manager[Run]):
         run = self.get(run_id_or_workspace)
         return self.store.link_run_worker(run.id, logical_worker_id, linked=False)
 
+    def query(self, query: RunQuery | None = None) -> list[Run]:
+        """The runs matching ``query`` (see ``RunQuery``; none: every run), newest first unless
+        it says otherwise. Reads page by page and stops early, so a small limit stays cheap."""
+        return select_runs(self.store, query if query is not None else RunQuery())
+
+    def count_by_status(self) -> dict[str, int]:
+        """Number of runs in each status, every status present (from the status index, without
+        reading the runs)."""
+        return {
+            status.value: len(self.store.find_ids(Run, {"status": [status.value]}))
+            for status in RunStatus
+        }
+
     def delete(self, run_id_or_workspace: str) -> None:
         """Delete a run; it leaves its study and every logical worker's ``runs``."""
         run = self.get(run_id_or_workspace)
         if not self.store.delete_runs([run.id]):
             raise RunNotFoundError(run_id_or_workspace)
 
+    def delete_many(self, run_ids: Iterable[str]) -> int:
+        """Delete the runs with these ids (in atomic batches), as ``delete`` does each; ids with
+        no run are skipped. Returns how many were deleted."""
+        return self.store.delete_runs([i for i in run_ids if can_name_a_record(i)])
+
     def delete_all(self) -> int:
         """Delete every run (in atomic batches); return how many."""
-        return self.store.delete_runs(self.store.find_ids(Run, {}))
+        return self.delete_many(self.store.find_ids(Run, {}))

@@ -1,20 +1,23 @@
-"""One Redis client per URL per process.
+"""One Redis client per URL per process, and what its failures mean to callers.
 
 redis-py pools already reset themselves after ``fork``; keeping the client per (url, pid) also
 means a prefork child never shares sockets with its parent. Timeouts keep a hung Redis from
-hanging the caller forever.
+hanging the caller forever. Callers see only ``StoreError`` / ``StoreUnavailableError``, never
+redis-py's own exceptions, so they can buffer or report an outage without importing redis.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from merlin_tracking.errors import InvalidRecordError
+from merlin_tracking.errors import InvalidRecordError, StoreError, StoreUnavailableError
 from merlin_tracking.urls import is_redis_url, mask_url
 
 SOCKET_TIMEOUT = 10.0
@@ -48,3 +51,20 @@ def client_for(url: str) -> redis.Redis:
                 )
                 _clients[cache_key] = client
     return client
+
+
+@contextmanager
+def store_errors(url: str) -> Iterator[None]:
+    """Raise redis-py's errors as store errors naming ``url`` (already masked)."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise StoreUnavailableError(url, str(exc) or type(exc).__name__) from None
+    except redis.exceptions.NoPermissionError as exc:
+        raise StoreUnavailableError(url, f"NOPERM: {exc}") from None
+    except redis.ResponseError as exc:
+        if str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
+            raise StoreUnavailableError(url, str(exc)) from None
+        raise StoreError(url, str(exc) or type(exc).__name__) from None
+    except redis.RedisError as exc:
+        raise StoreError(url, str(exc) or type(exc).__name__) from None

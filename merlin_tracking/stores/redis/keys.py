@@ -1,8 +1,9 @@
-"""Key layout of the Redis store.
+"""Key layout of the Redis store, written down once for the Python side and the Lua scripts.
 
 Every key is ``{prefix}:...``: the braces make the prefix a Redis Cluster hash tag, so all keys
-of one prefix live in one slot and every multi-key script runs unchanged on a cluster. Nothing
-outside the prefix is ever read, scanned or deleted.
+of one prefix live in one slot. Every script is called with the bare tag ``{prefix}``
+(``KeySpace.tag``) as its only key, which routes it to that slot, so the scripts run unchanged on
+a cluster. Nothing outside the prefix is ever read, scanned or deleted.
 
     {p}:study:<id>            hash   study fields (JSON per field)
     {p}:study:<id>:runs       set    run numbers of the study (also the ``study_id`` index)
@@ -27,14 +28,16 @@ outside the prefix is ever read, scanned or deleted.
 
 Sets of runs hold run numbers, which Redis keeps as compact intsets (up to 512 members by
 default). A field value longer than 64 bytes is split over ``name``, ``name+1``, ... so record
-hashes keep the compact listpack encoding. Unique indexes are keyed by the first 12 bytes of the value's SHA-1, so workspaces of any length
-or content cost the same few bytes; scripts compute the same digest with ``redis.sha1hex``.
+hashes keep the compact listpack encoding. Unique indexes are keyed by the first 12 bytes of the
+value's SHA-1, so workspaces of any length or content cost the same few bytes; scripts compute
+the same digest with ``redis.sha1hex``.
 """
 
 from __future__ import annotations
 
 import hashlib
 
+from merlin_tracking.ids import run_id, run_sequence
 from merlin_tracking.stores.base import DEFAULT_PREFIX, check_prefix
 
 ENTITY_SEGMENT = {
@@ -46,8 +49,23 @@ ENTITY_SEGMENT = {
 
 
 def digest(value: str) -> bytes:
-    """Unique-index field for ``value`` (must match ``digest`` in scripts.lua)."""
+    """Unique-index field for ``value`` (must match ``digest`` in lua/prelude.lua)."""
     return hashlib.sha1(value.encode("utf-8")).digest()[:12]
+
+
+def text(value: bytes | str) -> str:
+    """A member, field or id of a reply as text (the client returns bytes)."""
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def run_member(record_id: str) -> str:
+    """Member of Redis sets and key part for a run id; "0" (never allocated) if not a run id."""
+    return run_sequence(record_id) or "0"
+
+
+def run_id_of(member: bytes | str) -> str:
+    """The run id of a run number read back from a set, a key or a script's reply."""
+    return run_id(text(member))
 
 
 def tagged_prefix(prefix: str) -> str:

@@ -1,30 +1,55 @@
-"""Loads the Lua scripts of ``scripts.lua`` and registers them on a client.
+"""Loads the Lua scripts of ``lua/`` and registers them on a client.
 
-Each script is the shared helper block plus one entry point; redis-py's ``Script`` runs it with
-EVALSHA and reloads it if the server forgot it (restart, SCRIPT FLUSH).
+The scripts live in one file per kind of record so each reads on its own; ``prelude.lua`` holds
+the helpers they share, once. A file holds helpers of its own (above its first ``--@@ name``
+marker line) and then its scripts, one per marker. Each registered script is the prelude, its
+file's helpers and its body: Redis runs every script in isolation, so each carries what it uses.
+redis-py's ``Script`` runs it with EVALSHA and reloads it if the server forgot it (restart,
+SCRIPT FLUSH).
+
+Every script takes the tagged prefix ``{prefix}`` as ``KEYS[1]``, which is all a Redis Cluster
+client needs to route it to the slot holding every key of that prefix.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
+from typing import Any
 
 import redis
 from redis.commands.core import Script
 
+#: Runs one script by name with its ARGV and returns the reply (``RedisStore._run``).
+RunScript = Callable[[str, Sequence[Any]], Any]
+
 _MARKER = "\n--@@ "
+_PRELUDE = "prelude.lua"
 
 
 def _sources() -> dict[str, str]:
-    text = resources.files(__package__).joinpath("scripts.lua").read_text(encoding="utf-8")
-    helpers, *bodies = text.split(_MARKER)
-    sources = {}
-    for body in bodies:
-        name, _, code = body.partition("\n")
-        sources[name.strip()] = helpers + code
+    folder = resources.files(__package__).joinpath("lua")
+    prelude = folder.joinpath(_PRELUDE).read_text(encoding="utf-8")
+    sources: dict[str, str] = {}
+    for file in sorted(folder.iterdir(), key=lambda f: f.name):
+        if not file.name.endswith(".lua") or file.name == _PRELUDE:
+            continue
+        helpers, *bodies = file.read_text(encoding="utf-8").split(_MARKER)
+        for body in bodies:
+            name, _, code = body.partition("\n")
+            name = name.strip()
+            if name in sources:
+                raise RuntimeError(f"Lua script {name!r} is defined twice (again in {file.name})")
+            sources[name] = prelude + helpers + code
     return sources
 
 
 SOURCES = _sources()
+
+
+def pairs(fields: Mapping[str, str]) -> list[str]:
+    """Fields as the flat ``name, value, name, value...`` ARGV tail the scripts read."""
+    return [item for pair in fields.items() for item in pair]
 
 
 def register(client: redis.Redis) -> dict[str, Script]:

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from cli_support import Cli, fails, make_run, ok, widest_line
 
 from merlin_tracking import TrackingDatabase, WorkerStatus
 from merlin_tracking.cli import options
+from tests.support.cli import Cli, fails, make_run, ok, widest_line
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from merlin_tracking import (
     TrackingError,
 )
 from merlin_tracking.records import Run
-from merlin_tracking.stores.redis.connection import mask_url
+from merlin_tracking.urls import mask_url
 
 
 def _populate(db: TrackingDatabase) -> None:

@@ -15,7 +15,10 @@ import pytest
 import redis
 from celery import Celery, chain, chord, group
 from celery.result import AsyncResult
-from celery_support import (
+
+from merlin_tracking import Run, RunStatus, TrackingDatabase
+from merlin_tracking.signals import install, launch_study, study_launched
+from tests.support.celery import (
     POOLS,
     Tasks,
     counters,
@@ -28,9 +31,6 @@ from celery_support import (
     wait_for_run,
     worker_name,
 )
-
-from merlin_tracking import Run, RunStatus, TrackingDatabase
-from merlin_tracking.signals import install, launch_study, study_launched
 
 AppFactory = Callable[..., tuple[Celery, Tasks]]
 

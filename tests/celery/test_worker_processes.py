@@ -14,19 +14,12 @@ when its test ends; every wait is bounded.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -37,297 +30,27 @@ from kombu.connection import Connection
 from merlin_tracking import (
     LogicalWorker,
     PhysicalWorker,
-    Run,
     RunStatus,
     TrackingDatabase,
     WorkerStatus,
 )
 from merlin_tracking.signals import install, launch_study
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-APP = "tests.apps.plain_app"
-HEARTBEAT = 0.5  # tracking_heartbeat_interval given to the workers (seconds)
-STALE_AFTER = 2.0  # tracking_stale_after given to the workers (seconds)
-START_TIMEOUT = 30.0  # a worker must be recorded RUNNING this soon after Popen
-STOP_TIMEOUT = 30.0  # a signalled worker must exit this soon
-RUN_TIMEOUT = 60.0  # a run must reach its final status this soon
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
-HOST = socket.gethostname()
-
-T = TypeVar("T")
-
-# Client apps stay referenced until the module ends: merlin_tracking looks trackers up by
-# ``id(app)`` (signals/registry.py), so a collected app's id reused by a later app would hand that
-# app the old app's tracker (prefix and all).
-_CLIENT_APPS: list[Celery] = []
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_client_apps() -> Iterator[None]:
-    yield
-    for app in _CLIENT_APPS:
-        app.close()
-
-
-# --------------------------------------------------------------------------- helpers
-def wait_for(
-    probe: Callable[[], T | None],
-    timeout: float,
-    what: str,
-    interval: float = 0.05,
-    on_timeout: Callable[[], str] | None = None,
-) -> T:
-    """Call ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            detail = on_timeout() if on_timeout is not None else ""
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}; last: {last!r}{detail}")
-        time.sleep(interval)
-
-
-def unique(kind: str) -> str:
-    return f"mt-{kind}-{uuid.uuid4().hex[:10]}"
-
-
-def physical_by_name(db: TrackingDatabase, name: str) -> list[PhysicalWorker]:
-    return db.physical_workers.get_all({"name": name})
-
-
-def exact(n: int) -> dict[str, int]:
-    """Counters of a run whose ``n`` tasks all succeeded once."""
-    return {
-        "queued": n,
-        "started": n,
-        "succeeded": n,
-        "failed": 0,
-        "retried": 0,
-        "revoked": 0,
-    }
-
-
-@dataclass
-class Worker:
-    """One ``celery worker`` subprocess and where its output goes."""
-
-    proc: subprocess.Popen[bytes]
-    node: str
-    queues: list[str]
-    pool: str
-    stdout_path: Path
-    stderr_path: Path
-    _files: list[Any] = field(default_factory=list)
-    _reaped: bool = False
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def short_name(self) -> str:
-        return self.node.split("@", 1)[0]
-
-    def logs(self, limit: int = 4000) -> str:
-        parts = []
-        for path in (self.stdout_path, self.stderr_path):
-            try:
-                text = path.read_text(errors="replace")
-            except OSError:
-                text = ""
-            parts.append(f"\n--- {path.name} (last {limit} chars) ---\n{text[-limit:]}")
-        return "".join(parts)
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def signal(self, signum: int) -> None:
-        self.proc.send_signal(signum)
-
-    def wait(self, timeout: float = STOP_TIMEOUT) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"worker {self.node} did not exit within {timeout:g} s{self.logs()}")
-
-    def stop(self, signum: int, timeout: float = STOP_TIMEOUT) -> int:
-        self.signal(signum)
-        return self.wait(timeout)
-
-    def reap(self) -> None:
-        """Test end: terminate, wait, then kill the whole process group (pool children too)."""
-        if self._reaped:
-            return
-        self._reaped = True
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # strays: prefork children of a killed main
-        if self.proc.poll() is None:
-            self.proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
-        for handle in self._files:
-            handle.close()
-
-
-@dataclass
-class Ledger:
-    """Everything a test needs to start workers and read back what they recorded."""
-
-    redis_url: str
-    prefix: str
-    queue: str
-    tmp_path: Path
-    workers: list[Worker] = field(default_factory=list)
-
-    @property
-    def db(self) -> TrackingDatabase:
-        """A fresh reader with default settings (it knows nothing of the workers' config)."""
-        return TrackingDatabase.from_url(self.redis_url, prefix=self.prefix)
-
-    # ---------------------------------------------------------------- subprocesses
-    def env(self, broker: str | None = None, **overrides: str | None) -> dict[str, str]:
-        env = dict(os.environ)
-        env.pop("MERLIN_TRACKING", None)
-        env.update(
-            PLAIN_APP_BROKER_URL=broker or self.redis_url,
-            PLAIN_APP_RESULT_BACKEND=self.redis_url,
-            PLAIN_APP_QUEUE=self.queue,
-            PLAIN_APP_TRACKING_PREFIX=self.prefix,
-            PLAIN_APP_HEARTBEAT=str(HEARTBEAT),
-            PLAIN_APP_STALE_AFTER=str(STALE_AFTER),
-            PYTHONUNBUFFERED="1",
-        )
-        for name, value in overrides.items():
-            if value is None:
-                env.pop(name, None)
-            else:
-                env[name] = value
-        return env
-
-    def start(
-        self,
-        pool: str = "solo",
-        node: str | None = None,
-        queues: list[str] | None = None,
-        concurrency: int | None = None,
-        broker: str | None = None,
-        env: dict[str, str] | None = None,
-    ) -> Worker:
-        """Start ``celery -A tests.apps.plain_app worker`` (not waiting for it)."""
-        node = node or f"{unique('w')}@testhost"
-        queues = queues or [self.queue]
-        cmd = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            APP,
-            "worker",
-            "--pool",
-            pool,
-            "-n",
-            node,
-            "-Q",
-            ",".join(queues),
-            "--without-mingle",
-            "--without-gossip",
-            "--loglevel",
-            "INFO",
-        ]
-        if concurrency is not None:
-            cmd += ["--concurrency", str(concurrency)]
-        tag = f"{node.split('@', 1)[0]}-{len(self.workers)}"
-        stdout_path = self.tmp_path / f"{tag}.stdout"
-        stderr_path = self.tmp_path / f"{tag}.stderr"
-        out, err = stdout_path.open("wb"), stderr_path.open("wb")
-        proc = subprocess.Popen(
-            cmd,
-            cwd=REPO_ROOT,
-            env=self.env(broker=broker, **(env or {})),
-            stdout=out,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        worker = Worker(proc, node, queues, pool, stdout_path, stderr_path, [out, err])
-        self.workers.append(worker)
-        return worker
-
-    def running_record(self, worker: Worker, timeout: float = START_TIMEOUT) -> PhysicalWorker:
-        """Wait until ``worker`` is recorded RUNNING with its own pid; fail fast if it exits."""
-        db = self.db
-
-        def probe() -> PhysicalWorker | None:
-            if worker.proc.poll() is not None:
-                pytest.fail(
-                    f"worker {worker.node} exited with {worker.proc.returncode} before it was "
-                    f"recorded{worker.logs()}"
-                )
-            for record in physical_by_name(db, worker.node):
-                if record.pid == worker.pid and record.status is WorkerStatus.RUNNING:
-                    return record
-            return None
-
-        return wait_for(probe, timeout, f"{worker.node} recorded RUNNING", on_timeout=worker.logs)
-
-    def start_running(self, pool: str = "solo", **kwargs: Any) -> tuple[Worker, PhysicalWorker]:
-        worker = self.start(pool, **kwargs)
-        return worker, self.running_record(worker)
-
-    # ---------------------------------------------------------------- client side
-    def client(self, broker: str | None = None, queue: str | None = None) -> Celery:
-        """A second app object with the workers' broker/backend, tracked by ``install``."""
-        app = Celery(unique("client"), broker=broker or self.redis_url, backend=self.redis_url)
-        app.conf.update(
-            task_default_queue=queue or self.queue,
-            tracking_prefix=self.prefix,
-            broker_connection_retry_on_startup=True,
-        )
-        assert install(app) is not None
-        _CLIENT_APPS.append(app)
-        return app
-
-    def launch(self, app: Celery, signature: Any, study: str | None = None) -> Run:
-        app.set_current()  # the publish hook reports to the current app's tracker
-        return launch_study(app, study or unique("study"), unique("ws"), signature)
-
-    def wait_run(self, run_id: str, status: RunStatus, timeout: float = RUN_TIMEOUT) -> Run:
-        db = self.db
-
-        def probe() -> Run | None:
-            run = db.runs.get(run_id)
-            if run.status is status:
-                return run
-            if not run.is_active:
-                pytest.fail(f"run ended {run.status.value}, wanted {status.value}: {run!r}")
-            return None
-
-        return wait_for(
-            probe,
-            timeout,
-            f"run {run_id} {status.value}",
-            on_timeout=lambda: "".join(worker.logs(1500) for worker in self.workers),
-        )
-
-    def reap(self) -> None:
-        for worker in self.workers:
-            worker.reap()
-
-
-@pytest.fixture
-def ledger(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Ledger]:
-    book = Ledger(redis_url, prefix, unique("q"), tmp_path)
-    try:
-        yield book
-    finally:
-        book.reap()
+from tests.support.processes import (
+    AMQP_URL,
+    APP,
+    CLIENT_APPS,
+    HEARTBEAT,
+    HOST,
+    REPO_ROOT,
+    RUN_TIMEOUT,
+    STALE_AFTER,
+    START_TIMEOUT,
+    Ledger,
+    exact,
+    physical_by_name,
+    unique,
+    wait_until,
+)
 
 
 def assert_linked(
@@ -390,7 +113,7 @@ def test_drop_in_worker_is_tracked_and_serves_a_launched_run(ledger: Ledger, poo
 
     # Heartbeats move forward while the worker lives, and nothing was duplicated.
     first_beat = physical.heartbeat_timestamp
-    wait_for(
+    wait_until(
         lambda: (
             (db.physical_workers.get(physical.id).heartbeat_timestamp or first_beat) > first_beat
         ),
@@ -413,7 +136,7 @@ def test_launch_from_an_app_that_is_not_the_current_app(ledger: Ledger) -> None:
     other_prefix = unique("other")
     other = Celery(unique("other"), broker=ledger.redis_url, backend=ledger.redis_url)
     other.conf.tracking_prefix = other_prefix
-    _CLIENT_APPS.append(other)
+    CLIENT_APPS.append(other)
     other_tracker = install(other)
     assert other_tracker is not None
     other.set_current()
@@ -503,7 +226,7 @@ def test_sigkill_reads_stalled_while_a_busy_live_worker_reads_running(
     busy = client.signature("plain_app.sleeper", args=(window + 1.5,)).set(queue=live_queue)
     busy_result = busy.apply_async()
     # A busy solo worker cannot answer remote control; its log says when the task arrived.
-    wait_for(
+    wait_until(
         lambda: f"[{busy_result.id}] received" in live.stderr(),
         15,
         "the live worker to receive its long task",
@@ -565,6 +288,7 @@ def test_add_and_cancel_consumer_relink_the_worker_and_attach_runs(ledger: Ledge
     client = ledger.client()
     before = db.runs.create(unique("study"), unique("ws"), [extra])
     assert before.workers == ()
+    ledger.wait_control(client, worker)
 
     # A generous timeout costs nothing: the call returns as soon as the one destination replies.
     replies = client.control.add_consumer(extra, destination=[worker.node], reply=True, timeout=20)
@@ -578,7 +302,9 @@ def test_add_and_cancel_consumer_relink_the_worker_and_attach_runs(ledger: Ledge
         logical = db.logical_workers.get(record.logical_worker_id)
         return record if sorted(logical.queues) == queues else None
 
-    grown = wait_for(lambda: relinked(both), 2 * HEARTBEAT + 0.5, "the added queue in the records")
+    grown = wait_until(
+        lambda: relinked(both), 2 * HEARTBEAT + 0.5, "the added queue in the records"
+    )
     assert grown.status is WorkerStatus.RUNNING and grown.pid == worker.pid
     widened = assert_linked(db, grown, worker.short_name, both)
     assert physical.id not in db.logical_workers.get(original.id).physical_workers
@@ -597,7 +323,7 @@ def test_add_and_cancel_consumer_relink_the_worker_and_attach_runs(ledger: Ledge
         extra, destination=[worker.node], reply=True, timeout=20
     )
     assert replies and worker.node in replies[0], replies
-    shrunk = wait_for(
+    shrunk = wait_until(
         lambda: relinked([ledger.queue]), 2 * HEARTBEAT + 0.5, "the cancelled queue in the records"
     )
     assert shrunk.logical_worker_id == original.id
@@ -618,7 +344,7 @@ def test_opt_out_leaves_no_records(
     worker = ledger.start("solo", env=env)
     plain = Celery(unique("plain"), broker=ledger.redis_url, backend=ledger.redis_url)
     plain.conf.task_default_queue = ledger.queue
-    _CLIENT_APPS.append(plain)
+    CLIENT_APPS.append(plain)
     result = plain.signature("plain_app.sleeper", args=(0.01,)).apply_async()
     assert result.get(timeout=START_TIMEOUT) == 0.01, worker.logs()
     time.sleep(3 * HEARTBEAT)  # several heartbeats would have written by now
@@ -648,7 +374,7 @@ def test_bad_setting_stops_the_worker_at_start_up(
             return "ready"
         return None
 
-    seen = wait_for(
+    seen = wait_until(
         outcome, START_TIMEOUT, "the worker to exit (or to come up)", on_timeout=worker.logs
     )
     assert seen == "exited", (

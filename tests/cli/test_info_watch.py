@@ -6,10 +6,9 @@ import json
 import time
 
 import pytest
-from cli_support import Cli, make_run, ok, widest_line
 
 from merlin_tracking import TrackingDatabase, __version__
-from merlin_tracking.cli import watch as watch_module
+from tests.support.cli import Cli, make_run, ok, widest_line
 
 LONG_WS = "/scratch/" + "x" * 150
 
@@ -129,7 +128,7 @@ def test_watch_refreshes_until_count_or_ctrl_c(
     def interrupt(_: float) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(watch_module.time, "sleep", interrupt)
+    monkeypatch.setattr("merlin_tracking.cli.watch.time.sleep", interrupt)
     result = cli("watch")
     assert result.exit_code == 0 and result.stdout.count("Active runs") == 1
 

@@ -17,7 +17,13 @@ from typing import Any
 import pytest
 import redis
 from celery import group
-from celery_support import (
+
+from merlin_tracking import RunStatus, TrackingDatabase, TrackingError, WorkerStatus
+from merlin_tracking.config import ConfigurationError
+from merlin_tracking.signals import STUDY_HEADER, WORKSPACE_HEADER, install, launch_study
+from merlin_tracking.signals.registry import tracker_for
+from merlin_tracking.signals.worker import TrackingStep
+from tests.support.celery import (
     POOLS,
     STALE_AFTER,
     counters,
@@ -32,12 +38,6 @@ from celery_support import (
     wait_for_run,
     worker_name,
 )
-
-from merlin_tracking import RunStatus, TrackingDatabase, TrackingError, WorkerStatus
-from merlin_tracking.config import ConfigurationError
-from merlin_tracking.signals import STUDY_HEADER, WORKSPACE_HEADER, install, launch_study
-from merlin_tracking.signals.registry import tracker_for
-from merlin_tracking.signals.worker import TrackingStep
 
 
 @pytest.fixture(autouse=True)

@@ -42,9 +42,8 @@ def publish_untracked(redis_url: str, prefix: str, kinds: list[str], out: Any) -
     Puts ``(kind, workflow key)`` on ``out`` for each canvas: the id the workflow resolver
     keys the run by (root task id, or the id of the top-level group or chord header).
     """
-    from celery_support import define_tasks, make_app
-
     import merlin_tracking.signals.registry as state
+    from tests.support.celery import define_tasks, make_app
 
     app = make_app(redis_url, prefix)
     t = define_tasks(app)
@@ -78,7 +77,7 @@ def publish_untracked(redis_url: str, prefix: str, kinds: list[str], out: Any) -
 def publish_waves(redis_url: str, prefix: str, waves: Any, out: Any) -> None:
     """Body of a spawned process: publish waves of ``add`` tasks with a plain app, one wave per
     count read from ``waves`` (None ends), putting each wave's task ids on ``out``."""
-    from celery_support import define_tasks, make_app
+    from tests.support.celery import define_tasks, make_app
 
     app = make_app(redis_url, prefix)
     t = define_tasks(app)
@@ -100,7 +99,7 @@ def merlin_queues(prefix: str) -> tuple[str, str]:
 
 def make_merlin_app(redis_url: str, prefix: str, **conf: Any) -> Any:
     """An app whose tasks carry Merlin 2.0's names, argument layout, queues and serializer."""
-    from celery_support import make_app
+    from tests.support.celery import make_app
 
     default_queue, step_queue = merlin_queues(prefix)
     app = make_app(
@@ -184,7 +183,7 @@ def publish_revocable(redis_url: str, prefix: str, held: str, out: Any) -> None:
     """Body of a spawned process (no tracking): a group of two tasks, the second one held back
     (``held`` = "countdown": a 2 s countdown; otherwise the name of a queue nobody consumes
     yet). Puts (group id, held task id) on ``out``."""
-    from celery_support import define_tasks, make_app
+    from tests.support.celery import define_tasks, make_app
 
     app = make_app(redis_url, prefix)
     t = define_tasks(app)

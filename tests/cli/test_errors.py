@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import click
 import pytest
 from celery import Celery
-from cli_support import Cli, fails, make_run, ok
 
 from merlin_tracking import TrackingDatabase
 from merlin_tracking.cli import cli as root
+from tests.support.cli import Cli, fails, make_run, ok
 
 UNREACHABLE = "redis://admin:hunter2@127.0.0.1:1/0"
 

@@ -22,15 +22,6 @@ from typing import Any
 import pytest
 import redis
 from celery import chain, chord, group
-from celery_support import (
-    counters,
-    define_tasks,
-    drop_queues,
-    embedded_worker,
-    make_app,
-    wait_for,
-    wait_for_run,
-)
 
 from merlin_tracking import RunStatus, TrackingDatabase
 from merlin_tracking.config import ConfigurationError, TrackingConfig
@@ -43,6 +34,15 @@ from merlin_tracking.resolvers import (
 from merlin_tracking.signals import STUDY_HEADER, WORKSPACE_HEADER, install
 from merlin_tracking.signals.registry import tracker_for
 from merlin_tracking.signals.tracker import RunIdentity
+from tests.support.celery import (
+    counters,
+    define_tasks,
+    drop_queues,
+    embedded_worker,
+    make_app,
+    wait_for,
+    wait_for_run,
+)
 
 URL = "redis://127.0.0.1:1/0"
 
@@ -75,8 +75,8 @@ def test_environment_wins() -> None:
 
 
 def test_module_callable() -> None:
-    resolver = load_resolver("resolver_support:fixed_resolver")
-    assert conf("resolver_support:fixed_resolver").run_resolver.endswith(":fixed_resolver")
+    resolver = load_resolver("tests.support.resolvers:fixed_resolver")
+    assert conf("tests.support.resolvers:fixed_resolver").run_resolver.endswith(":fixed_resolver")
     assert resolver(message("t", "1")) == RunIdentity("fixed", "/ws/fixed")
 
 
@@ -85,8 +85,8 @@ def test_module_callable() -> None:
     [
         ("nope", "unknown resolver"),
         ("no_such_module_xyz:f", "cannot import"),
-        ("resolver_support:missing", "cannot import"),
-        ("resolver_support:NOT_CALLABLE", "not callable"),
+        ("tests.support.resolvers:missing", "cannot import"),
+        ("tests.support.resolvers:NOT_CALLABLE", "not callable"),
         (42, "expected a name"),
     ],
 )
@@ -230,14 +230,13 @@ def test_workflow_keys_nested_canvases_by_their_top_level_group(
 
 
 def test_the_resolver_is_asked_once_per_workflow_and_group() -> None:
-    import resolver_support
-
     from merlin_tracking.signals.tracker import Tracker
+    from tests.support import resolvers as resolver_support
 
     tracker = Tracker(
-        conf("resolver_support:counting_resolver"),
+        conf("tests.support.resolvers:counting_resolver"),
         app_name="app",
-        resolver=load_resolver("resolver_support:counting_resolver"),
+        resolver=load_resolver("tests.support.resolvers:counting_resolver"),
     )
     resolver_support.CALLS.clear()
 
@@ -290,7 +289,7 @@ def cleanup(raw_redis: redis.Redis, prefix: str) -> Iterator[None]:
 def test_workflows_from_an_untracked_publisher_are_runs(
     pool: str, redis_url: str, prefix: str, db: TrackingDatabase, cleanup: None
 ) -> None:
-    from resolver_support import publish_untracked
+    from tests.support.resolvers import publish_untracked
 
     app = make_app(redis_url, prefix, tracking_run_resolver="workflow")
     define_tasks(app)
@@ -321,7 +320,7 @@ def test_workflows_from_an_untracked_publisher_are_runs(
 
 
 def db_run_id(db: TrackingDatabase, workspace: str) -> str:
-    from celery_support import wait_for
+    from tests.support.celery import wait_for
 
     def found() -> str | None:
         try:
@@ -402,7 +401,7 @@ def test_merlin_resolver_reads_merlin_argument_layout() -> None:
 def test_merlin_study_from_an_untracked_publisher(
     pool: str, redis_url: str, prefix: str, db: TrackingDatabase, cleanup: None
 ) -> None:
-    from resolver_support import make_merlin_app, merlin_queues, publish_merlin_untracked
+    from tests.support.resolvers import make_merlin_app, merlin_queues, publish_merlin_untracked
 
     workspaces = ["/out/hello_20240101-120000", "/out/other_20240102-130000"]
     app = make_merlin_app(redis_url, prefix, tracking_run_resolver="merlin")
@@ -439,8 +438,9 @@ def test_workflow_revokes_from_an_untracked_publisher(
     """Revoked while waiting for its countdown (received first), or before the worker ever
     received it (only task_revoked fires): either way counted once as queued and as revoked."""
     from celery.result import AsyncResult
-    from celery_support import worker_name
-    from resolver_support import publish_revocable
+
+    from tests.support.celery import worker_name
+    from tests.support.resolvers import publish_revocable
 
     app = make_app(redis_url, prefix, tracking_run_resolver="workflow")
     define_tasks(app)
@@ -474,7 +474,9 @@ def test_resolver_extra_run_fields(
 ) -> None:
     """A resolver's extra fields are set on the run it creates; they are not identity."""
     assert RunIdentity.with_fields("s", "/w", a=1) == RunIdentity("s", "/w")
-    app = make_app(redis_url, prefix, tracking_run_resolver="resolver_support:fields_resolver")
+    app = make_app(
+        redis_url, prefix, tracking_run_resolver="tests.support.resolvers:fields_resolver"
+    )
     t = define_tasks(app)
     assert install(app) is not None
     with embedded_worker(app, "solo", prefix):
@@ -491,7 +493,7 @@ def test_resolver_extra_run_fields(
 def untracked_waves(redis_url: str, prefix: str) -> Iterator[Callable[[int], None]]:
     """A spawned, untracked publisher: ``send(n)`` publishes n ``add`` tasks and waits until
     they are sent. The publisher must exit cleanly."""
-    from resolver_support import publish_waves
+    from tests.support.resolvers import publish_waves
 
     ctx = multiprocessing.get_context("spawn")
     waves, out = ctx.Queue(), ctx.Queue()
@@ -520,7 +522,7 @@ def test_run_counted_at_the_worker_waits_for_the_next_wave(
     app = make_app(
         redis_url,
         prefix,
-        tracking_run_resolver="resolver_support:fixed_resolver",
+        tracking_run_resolver="tests.support.resolvers:fixed_resolver",
         tracking_settle_seconds=settle,
     )
     define_tasks(app)
@@ -551,7 +553,7 @@ def test_worker_applies_the_settle_time_without_waiting_for_a_heartbeat(
     app = make_app(
         redis_url,
         prefix,
-        tracking_run_resolver="resolver_support:fixed_resolver",
+        tracking_run_resolver="tests.support.resolvers:fixed_resolver",
         tracking_settle_seconds=1.0,
         tracking_heartbeat_interval=60,
         tracking_stale_after=180,
@@ -574,8 +576,8 @@ def test_drop_in_cli_worker_with_the_resolver_from_the_environment(
     """``celery -A tests.apps.plain_app worker`` (prefork), tracked only through the drop-in
     entry point, the resolver chosen by MERLIN_TRACKING_RUN_RESOLVER; the publisher has no
     tracking: each workflow becomes one run with exact counters."""
-    from resolver_support import publish_plain_by_name
-    from test_worker_processes import Ledger, exact, unique
+    from tests.support.processes import Ledger, exact, unique
+    from tests.support.resolvers import publish_plain_by_name
 
     book = Ledger(redis_url, prefix, unique("q"), tmp_path)
     try:

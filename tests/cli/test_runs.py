@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from cli_support import Cli, fails, make_run, ok, widest_line
 
 from merlin_tracking import RunStatus, TrackingDatabase, WorkerStatus
 from merlin_tracking.cli import options
+from tests.support.cli import Cli, fails, make_run, ok, widest_line
 
 LONG_WS = "/scratch/users/someone/" + "very-long-directory-name/" * 8 + "sweep_20240501-123456"
 
@@ -225,9 +225,9 @@ def test_stalled_worker_reads_not_alive(cli: Cli, db: TrackingDatabase) -> None:
 def test_selection_pages_newest_first(
     cli: Cli, db: TrackingDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from merlin_tracking.cli import runs as runs_module
+    from merlin_tracking.managers import run_query
 
-    monkeypatch.setattr(runs_module, "PAGE", 2)
+    monkeypatch.setattr(run_query, "PAGE", 2)
     made = [make_run(db, "s", f"/ws/{i}").id for i in range(7)]
     newest = made[::-1]
 

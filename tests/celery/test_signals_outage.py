@@ -16,8 +16,10 @@ import pytest
 import redis
 from celery import group
 from celery.result import AsyncResult
-from celery_support import (
-    RedisServer,
+
+from merlin_tracking import RunStatus, StoreUnavailableError, TrackingDatabase, WorkerStatus
+from merlin_tracking.signals import install, launch_study
+from tests.support.celery import (
     captured_logs,
     counters,
     define_tasks,
@@ -28,9 +30,7 @@ from celery_support import (
     wait_for_run,
     worker_name,
 )
-
-from merlin_tracking import RunStatus, StoreUnavailableError, TrackingDatabase, WorkerStatus
-from merlin_tracking.signals import install, launch_study
+from tests.support.redis_server import RedisServer
 
 OUTAGE_WARNING = "tracking updates are buffered"
 BACK_MESSAGE = "store reachable again"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from cli_support import Cli, fails, make_run, ok, widest_line
 
 from merlin_tracking import TrackingDatabase
 from merlin_tracking.cli import options
+from tests.support.cli import Cli, fails, make_run, ok, widest_line
 
 LONG_NAME = "a-study-with-a-name-far-too-long-for-any-terminal-" * 3
 

@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_support import make_run
 
 from merlin_tracking import TrackingDatabase
+from tests.support.cli import make_run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(args: list[str], extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:

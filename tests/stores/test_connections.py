@@ -5,18 +5,16 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from merlin_tracking import TrackingDatabase
 from merlin_tracking.stores.redis.connection import client_for
+from tests.support.redis_server import RedisServer, RedisServerError, free_port
 
 
 def _make_certificates(folder: Path) -> None:
@@ -33,42 +31,30 @@ def _make_certificates(folder: Path) -> None:
             "-extfile", str(folder / "san.ext"), "-out", str(folder / "server.crt"))  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def tls_redis() -> Iterator[tuple[str, Path]]:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
     folder = Path(tempfile.mkdtemp(prefix="mt-tls-"))
     _make_certificates(folder)
-    port = _free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", str(folder / "server.crt"), "--tls-key-file", str(folder / "server.key"),
-         "--tls-ca-cert-file", str(folder / "ca.crt"), "--tls-auth-clients", "no",
-         "--save", "", "--appendonly", "no", "--dir", str(folder)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    port = free_port()
     url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={folder / 'ca.crt'}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis.from_url(url).ping()
-            break
-        except redis.ConnectionError:
-            if proc.poll() is not None:
-                pytest.skip("this redis-server was built without TLS support")
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
+    server = RedisServer(
+        ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(folder / "server.crt"),
+         "--tls-key-file", str(folder / "server.key"), "--tls-ca-cert-file", str(folder / "ca.crt"),
+         "--tls-auth-clients", "no"],
+        port=port,
+        url=url,
+        name="mt-tls-redis-",
+    )  # fmt: skip
+    try:
+        server.start()
+    except RedisServerError as exc:
+        if "exited" in str(exc):
+            pytest.skip(f"this redis-server was built without TLS support ({exc})")
+        raise
     yield url, folder
-    proc.terminate()
-    proc.wait(10)
+    server.close()
     shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -232,87 +227,6 @@ def captured_logs(name: str = "merlin_tracking") -> Iterator[ListHandler]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisServer:
-    """A redis-server of one test, that can be stopped and started again on the same port.
-
-    ``stop`` saves the data set first (``SHUTDOWN SAVE``) and ``start`` loads it again, like a
-    Redis restart with persistence.
-    """
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed: run scripts/test.sh")
-        self.binary = binary
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="mt-outage-redis-")
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-                "--dbfilename",
-                "dump.rdb",
-                "--logfile",
-                os.path.join(self.dir, "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
-        try:
-            ok = wait_for(lambda: self._ping(client), timeout=10)
-        finally:
-            client.close()
-        if not ok:
-            self.proc.kill()
-            raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def _ping(self, client: redis.Redis) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    def stop(self) -> None:
-        """Save and shut down; the port refuses connections afterwards."""
-        assert self.proc is not None
-        client = redis.Redis.from_url(self.url)
-        try:
-            client.shutdown(save=True)
-        finally:
-            client.close()
-        self.proc.wait(10)
-        self.proc = None
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def publish_from_new_process(

@@ -1,0 +1,158 @@
+-- The helpers every merlin_tracking Redis script shares. A script is this prelude, then the
+-- helpers at the top of its own file (above the first marker), then one entry point below a
+-- `--@@ name` marker line (see scripts.py).
+--
+-- KEYS[1] is the tagged prefix P ("{prefix}") in every script, and every key a script touches
+-- starts with it: a Redis Cluster client routes a script by its first key, and the hash tag
+-- puts all keys of one prefix in that key's slot. ARGV holds only each script's own arguments.
+--
+-- Record hashes hold one JSON document per field. Scripts decode only fields that hold ids,
+-- names and statuses (strings), which cjson round-trips exactly; numbers are never re-encoded.
+
+local P = KEYS[1]
+
+local function key(...)
+  return P .. ':' .. table.concat({...}, ':')
+end
+
+-- First 12 bytes of SHA-1, as raw bytes: the field of a unique index (see keys.py).
+local function digest(value)
+  local hex = redis.sha1hex(value)
+  local out = {}
+  for i = 1, 24, 2 do
+    out[#out + 1] = string.char(tonumber(string.sub(hex, i, i + 1), 16))
+  end
+  return table.concat(out)
+end
+
+-- Values longer than CHUNK bytes are split over the fields name, name+1, name+2, ... so that
+-- record hashes keep Redis's compact listpack encoding (hash-max-listpack-value defaults to 64).
+local CHUNK = 64
+
+local function hget_full(hkey, field)
+  local raw = redis.call('HGET', hkey, field)
+  if not raw or #raw < CHUNK then return raw end
+  local parts, i = {raw}, 1
+  while true do
+    local part = redis.call('HGET', hkey, field .. '+' .. i)
+    if not part then break end
+    parts[#parts + 1] = part
+    i = i + 1
+    if #part < CHUNK then break end
+  end
+  return table.concat(parts)
+end
+
+local function hdel_full(hkey, field)
+  local i = 1
+  while redis.call('HDEL', hkey, field .. '+' .. i) == 1 do i = i + 1 end
+  return redis.call('HDEL', hkey, field)
+end
+
+local function hset_full(hkey, field, value)
+  local i = 1
+  while redis.call('HDEL', hkey, field .. '+' .. i) == 1 do i = i + 1 end
+  if #value <= CHUNK then
+    redis.call('HSET', hkey, field, value)
+    return
+  end
+  local n, pos = 0, 1
+  while pos <= #value do
+    local name = field
+    if n > 0 then name = field .. '+' .. n end
+    redis.call('HSET', hkey, name, string.sub(value, pos, pos + CHUNK - 1))
+    n, pos = n + 1, pos + CHUNK
+  end
+end
+
+local function jget(hkey, field, default)
+  local raw = hget_full(hkey, field)
+  if not raw then return default end
+  local value = cjson.decode(raw)
+  if value == cjson.null then return default end
+  return value
+end
+
+local function encode_list(items)
+  if #items == 0 then return '[]' end
+  return cjson.encode(items)
+end
+
+-- Add or remove one member of a JSON list field (run.workers, run.queues). Empty lists are
+-- stored as an absent field, matching the records' storage form.
+local function list_add(hkey, field, member)
+  local items = jget(hkey, field, {})
+  for _, item in ipairs(items) do
+    if item == member then return 0 end
+  end
+  items[#items + 1] = member
+  table.sort(items)
+  hset_full(hkey, field, encode_list(items))
+  return 1
+end
+
+local function list_remove(hkey, field, member)
+  local items = jget(hkey, field, {})
+  local kept = {}
+  for _, item in ipairs(items) do
+    if item ~= member then kept[#kept + 1] = item end
+  end
+  if #kept == #items then return 0 end
+  if #kept == 0 then hdel_full(hkey, field) else hset_full(hkey, field, encode_list(kept)) end
+  return 1
+end
+
+local function hset_pairs(hkey, pairs, first, fresh)
+  -- pairs: flat array name, json, name, json...; an empty json text deletes the field.
+  -- ``fresh``: the hash is new, so short values go out in one HSET with no stale chunks.
+  local short = {}
+  for i = first, #pairs, 2 do
+    local name, value = pairs[i], pairs[i + 1]
+    if value == '' then
+      hdel_full(hkey, name)
+    elseif fresh and #value <= CHUNK then
+      short[#short + 1] = name
+      short[#short + 1] = value
+    else
+      hset_full(hkey, name, value)
+    end
+  end
+  if #short > 0 then redis.call('HSET', hkey, unpack(short)) end
+end
+
+-- Before any command: scripts write after TIME (tasks.lua) or SRANDMEMBER (delete_study), which
+-- Redis 5 and 6 allow only with effects replication (7 always does it).
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+
+-- Statuses a run can still leave: the runs that new tasks and workers join.
+local ACTIVE_STATUS = {INITIALIZED = true, QUEUED = true, RUNNING = true}
+
+-- A running physical worker that records ``stale_after`` (seconds) keeps a key that expires
+-- after it; readers see STALLED once the key is gone, judged by the Redis server's clock.
+local function refresh_liveness(pw_id)
+  local pkey = key('pw', pw_id)
+  local stale_after = jget(pkey, 'stale_after', nil)
+  if stale_after and jget(pkey, 'status', 'RUNNING') == 'RUNNING' then
+    redis.call('SET', key('pw', pw_id, 'alive'), '1', 'PX', math.max(1, math.floor(stale_after * 1000)))
+  else
+    redis.call('DEL', key('pw', pw_id, 'alive'))
+  end
+end
+
+local function delete_run(run_id)
+  local rkey = key('run', run_id)
+  if redis.call('EXISTS', rkey) == 0 then return 0 end
+  local study_id = jget(rkey, 'study_id', nil)
+  if study_id then redis.call('SREM', key('study', study_id, 'runs'), run_id) end
+  for _, q in ipairs(jget(rkey, 'queues', {})) do redis.call('SREM', key('run', 'queue', q), run_id) end
+  for _, w in ipairs(jget(rkey, 'workers', {})) do redis.call('SREM', key('lw', w, 'runs'), run_id) end
+  redis.call('SREM', key('run', 'status', jget(rkey, 'status', 'INITIALIZED')), run_id)
+  local wsd = digest(jget(rkey, 'workspace', ''))
+  if redis.call('HGET', key('run', 'workspace'), wsd) == run_id then
+    redis.call('HDEL', key('run', 'workspace'), wsd)
+  end
+  redis.call('LREM', key('run', 'recent'), 0, run_id)
+  redis.call('SREM', key('run', 'settling'), run_id)
+  redis.call('DEL', rkey, key('run', run_id, 'tasks'))
+  return 1
+end

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Lint, format and type checks (CI runs them after the tests):
+#
+#     bash scripts/lint.sh
+#
+# ruff check, ruff format --check and strict mypy on the package, with the versions the
+# project's "dev" extra installs today (into the same Python scripts/test.sh uses).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON="${PYTHON:-python3}"
+VENV="${MERLIN_TRACKING_VENV:-${HOME:-/root}/.cache/merlin_tracking/venv}"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+
+# shellcheck source=scripts/common.sh
+source scripts/common.sh
+
+prepare_python "[dev]"
+
+status=0
+log "ruff check"
+"$PYTHON" -m ruff check . || status=1
+log "ruff format --check"
+"$PYTHON" -m ruff format --check . || status=1
+log "mypy (strict) on merlin_tracking"
+"$PYTHON" -m mypy merlin_tracking || status=1
+exit "$status"

@@ -1,0 +1,1 @@
+"""Celery glue: signal hooks, the worker bootstep, resolvers, settings, real worker processes."""

@@ -1,0 +1,1 @@
+"""The command line: every command against real stores, output and exit codes."""

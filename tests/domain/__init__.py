@@ -1,0 +1,1 @@
+"""Managers and the database facade: the domain rules (creation, lookups, cascades, filters)."""

@@ -1,0 +1,1 @@
+"""Store contract and Redis/SQLite specifics: records, indexes, Lua, concurrency, connections."""
