@@ -1,24 +1,19 @@
-"""``runs list/show/cancel/delete``."""
+"""``runs list/show/cancel/delete``: the ``runs`` group, and the runs table other commands show.
+
+The filters of ``list`` and ``delete --all`` are in ``run_selection.py``, ``show`` in
+``run_show.py`` (added to the group here).
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from merlin_tracking.cli.context import CliState, pass_state
-from merlin_tracking.cli.documents import (
-    is_alive,
-    logical_document,
-    physical_document,
-    run_document,
-    run_documents,
-    study_document,
-)
+from merlin_tracking.cli.documents import run_documents
 from merlin_tracking.cli.errors import ExitCode, cli_error
 from merlin_tracking.cli.options import (
     confirm_or_refuse,
@@ -32,22 +27,14 @@ from merlin_tracking.cli.output import (
     echo_fit,
     echo_json,
     echo_lines,
-    format_age,
-    format_duration,
     format_time,
     plural,
-    render_fields,
     render_table,
-    utcnow,
 )
-from merlin_tracking.cli.timespec import moment_option
-from merlin_tracking.database import TrackingDatabase
-from merlin_tracking.errors import InvalidFilterError, WorkerNotFoundError
-from merlin_tracking.managers import InvalidPeriodError, RunQuery
-from merlin_tracking.records import LogicalWorker, PhysicalWorker, Run, RunStatus
+from merlin_tracking.cli.run_selection import run_filter_options, selection
+from merlin_tracking.cli.run_show import show_run
+from merlin_tracking.records import RunStatus
 from merlin_tracking.records.status import TERMINAL_RUN_STATUSES
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 RUN_COLUMNS = (
     Column("ID"),
@@ -77,121 +64,6 @@ def runs_table(documents: Sequence[Mapping[str, Any]], width: int | None = None)
         for doc in documents
     ]
     return render_table(RUN_COLUMNS, rows, width)
-
-
-# ---------------------------------------------------------------------------- selection
-@dataclass(frozen=True)
-class RunSelection:
-    """The run filters of ``runs list`` and ``runs delete --all``, as given on the command line."""
-
-    study: str | None = None
-    statuses: tuple[str, ...] = ()
-    queues: tuple[str, ...] = ()
-    worker: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    limit: int | None = None
-
-    @property
-    def given(self) -> bool:
-        return any(
-            (self.study, self.statuses, self.queues, self.worker, self.since, self.until)
-        ) or (self.limit is not None)
-
-    def select(self, db: TrackingDatabase) -> list[Run]:
-        """Matching runs, newest first. Unknown study/worker: not found; bad values: invalid."""
-        try:  # the time window is checked first, before any lookup
-            query = RunQuery(
-                statuses=self.statuses or None,
-                queues=self.queues or None,
-                since=self.since,
-                until=self.until,
-                limit=self.limit,
-            )
-        except InvalidPeriodError as exc:
-            raise InvalidFilterError(
-                f"--since ({exc.since.isoformat()}) is after --until ({exc.until.isoformat()})"
-            ) from None
-        if self.study:
-            query = replace(query, study_id=db.studies.get(self.study).id)
-        if self.worker:
-            query = replace(query, workers=logical_worker_ids(db, self.worker))
-        return db.runs.query(query)
-
-
-def logical_worker_ids(db: TrackingDatabase, worker: str) -> tuple[str, ...]:
-    """Logical worker ids meant by ``worker``: a logical worker id or name, or a physical
-    worker id or node name (its logical worker). ``WorkerNotFoundError`` if none."""
-    logical = db.logical_workers.find(worker)
-    if logical is not None:
-        return (logical.id,)
-    named = db.logical_workers.get_all({"name": worker})
-    if named:
-        return tuple(lw.id for lw in named)
-    physical = db.physical_workers.find(worker)
-    if physical is None:
-        raise WorkerNotFoundError(worker)
-    return (physical.logical_worker_id,) if physical.logical_worker_id else ()
-
-
-def run_filter_options(func: F) -> F:
-    """The filter options of ``runs list`` (also used by ``runs delete --all``)."""
-    decorators = [
-        click.option("--study", metavar="NAME|ID", help="Runs of this study."),
-        click.option(
-            "--status",
-            "statuses",
-            multiple=True,
-            metavar="STATUS",
-            help="Runs in this status (repeatable: any of them): INITIALIZED, QUEUED, RUNNING, "
-            "COMPLETED, CANCELLED, FAILED.",
-        ),
-        click.option(
-            "--queue",
-            "queues",
-            multiple=True,
-            metavar="QUEUE",
-            help="Runs using this queue (repeatable: any of them).",
-        ),
-        click.option(
-            "--worker",
-            metavar="ID|NAME",
-            help="Runs served by this worker (logical id or name, physical id or node name).",
-        ),
-        click.option(
-            "--since",
-            callback=moment_option,
-            metavar="TIME",
-            help="Created at or after: ISO time, or a duration ago (2h, 3d).",
-        ),
-        click.option(
-            "--until",
-            callback=moment_option,
-            metavar="TIME",
-            help="Created at or before: ISO time, or a duration ago (2h, 3d).",
-        ),
-        click.option(
-            "--limit",
-            type=click.IntRange(min=0),
-            metavar="N",
-            help="At most this many runs (newest first).",
-        ),
-    ]
-    for decorator in reversed(decorators):
-        func = decorator(func)
-    return func
-
-
-def selection(**options: Any) -> RunSelection:
-    return RunSelection(
-        study=options["study"],
-        statuses=tuple(options["statuses"]),
-        queues=tuple(options["queues"]),
-        worker=options["worker"],
-        since=options["since"],
-        until=options["until"],
-        limit=options["limit"],
-    )
 
 
 # ---------------------------------------------------------------------------- commands
@@ -228,108 +100,7 @@ def list_runs(state: CliState, /, as_json: bool, **options: Any) -> None:
         click.echo(plural(len(documents), "run"))
 
 
-def _json_text(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _workers_table(
-    logical: Sequence[LogicalWorker], physical: Sequence[PhysicalWorker]
-) -> list[str]:
-    columns = (
-        Column("LOGICAL", min_width=6),
-        Column("QUEUES", min_width=6),
-        Column("PROCESS", min_width=8),
-        Column("ALIVE"),
-        Column("STATUS"),
-        Column("HEARTBEAT"),
-    )
-    rows: list[tuple[str, ...]] = []
-    for lw in logical:
-        processes = [pw for pw in physical if pw.logical_worker_id == lw.id]
-        queues = ",".join(lw.queues)
-        if not processes:
-            rows.append((lw.name, queues, "-", "no", "-", "-"))
-        for pw in processes:
-            rows.append(
-                (
-                    lw.name,
-                    queues,
-                    pw.name,
-                    "yes" if is_alive(pw) else "no",
-                    pw.status.value,
-                    format_age(pw.heartbeat_timestamp),
-                )
-            )
-    return render_table(columns, rows)
-
-
-@runs.command(
-    "show",
-    epilog=examples(
-        "merlin-tracking runs show r12",
-        "merlin-tracking runs show /scratch/studies/sweep_20240501 --json",
-    ),
-)
-@click.argument("run", metavar="RUN_ID|WORKSPACE")
-@json_option
-@pass_state
-def show_run(state: CliState, run: str, as_json: bool) -> None:
-    """A run with its counters, queues, workers (and whether each is alive) and timings."""
-    details = state.settled_db().run_details(run)
-    record, study = details.run, details.study
-    logical, physical = details.logical_workers, details.physical_workers
-    document = run_document(record, study.name if study else None)
-    if as_json:
-        echo_json(
-            {
-                "run": document,
-                "study": study_document(study) if study else None,
-                "logical_workers": [logical_document(lw, physical) for lw in logical],
-                "physical_workers": [physical_document(pw) for pw in physical],
-            }
-        )
-        return
-    counters = record.counters
-    share = document["progress"]
-    pairs: list[tuple[str, object]] = [
-        ("Run", record.id),
-        ("Workspace", record.workspace),
-        ("Study", f"{study.name} ({study.id})" if study else "-"),
-        ("Status", record.status.value),
-        (
-            "Progress",
-            f"{record.tasks_finished}/{record.tasks_queued} tasks finished"
-            + (f" ({share:.0%})" if share is not None else ""),
-        ),
-        ("Tasks", ", ".join(f"{name} {n}" for name, n in counters.items())),
-        ("Queues", ", ".join(record.queues) or "-"),
-        ("Created", format_time(record.created_at, seconds=True) + " UTC"),
-        ("Updated", format_time(record.updated_at, seconds=True) + " UTC"),
-        (
-            "Elapsed",
-            format_duration(document["elapsed_seconds"]) + (" so far" if record.is_active else ""),
-        ),
-    ]
-    if record.publishing:
-        pairs.append(("Publishing", plural(record.publishing, "launch", "launches") + " running"))
-    if record.is_active and record.settle_until is not None and record.settle_until > utcnow():
-        until = format_time(record.settle_until, seconds=True)
-        pairs.append(("Settling", f"more tasks may still arrive until {until} UTC"))
-    optional = {
-        "Parent": record.parent,
-        "Child": record.child,
-        "Parameters": _json_text(record.parameters) if record.parameters else None,
-        "Samples": _json_text(record.samples) if record.samples is not None else None,
-        "Extra": _json_text(record.additional_data) if record.additional_data else None,
-    }
-    pairs.extend((label, value) for label, value in optional.items() if value is not None)
-    echo_lines(render_fields(pairs))
-    click.echo()
-    if logical:
-        click.echo("Workers")
-        echo_lines(_workers_table(logical, physical))
-    else:
-        click.echo("Workers   none attached")
+runs.add_command(show_run)
 
 
 @runs.command(

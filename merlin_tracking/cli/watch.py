@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -66,69 +66,74 @@ def _limited(lines: list[str], total: int, limit: int) -> list[str]:
     return lines
 
 
+WATCH_RUN_COLUMNS = (
+    Column("ID"),
+    Column("STATUS"),
+    Column("PROGRESS"),
+    Column("TASKS", align="right"),
+    Column("STUDY", min_width=5),
+    Column("WORKSPACE", min_width=8, elide="start"),
+)
+WATCH_WORKER_COLUMNS = (
+    Column("NAME", min_width=10),
+    Column("STATUS"),
+    Column("ALIVE"),
+    Column("HOST", min_width=6),
+    Column("HEARTBEAT"),
+    Column("LOGICAL", min_width=6),
+)
+
+
+def _run_row(run: Mapping[str, Any]) -> tuple[str, ...]:
+    return (
+        run["id"],
+        run["status"],
+        progress_bar(run["progress"]),
+        progress_cell(run),
+        run["study_name"] or "-",
+        run["workspace"],
+    )
+
+
+def _worker_row(pw: Mapping[str, Any]) -> tuple[str, ...]:
+    beat = pw["heartbeat_timestamp"]
+    return (
+        pw["name"],
+        pw["status"],
+        "yes" if pw["alive"] else "no",
+        pw["host"] or "-",
+        format_age(datetime.fromisoformat(beat) if beat else None),
+        pw["logical_worker_name"] or "-",
+    )
+
+
+def _section(
+    title: str,
+    items: Sequence[Mapping[str, Any]],
+    columns: Sequence[Column],
+    row: Callable[[Mapping[str, Any]], tuple[str, ...]],
+    limit: int,
+    width: int,
+) -> list[str]:
+    """A titled table of at most ``limit`` rows ("none" when empty)."""
+    lines = [f"{title} ({len(items)})"]
+    if not items:
+        return [*lines, "  none"]
+    table = render_table(columns, [row(item) for item in items[:limit]], width)
+    return lines + _limited(table, len(items), limit)
+
+
 def render_frame(frame: Mapping[str, Any], limit: int, width: int | None = None) -> list[str]:
     width = output_width() if width is None else width
     stamp = format_time(datetime.fromisoformat(frame["generated_at"]), seconds=True)
-    runs: Sequence[Mapping[str, Any]] = frame["runs"]
-    workers: Sequence[Mapping[str, Any]] = frame["workers"]
-    lines = [
+    return [
         fit(f"merlin-tracking watch  {frame['url']}  prefix {frame['prefix']}", width),
         fit(f"{stamp} UTC  (Ctrl-C to stop)", width),
         "",
-        f"Active runs ({len(runs)})",
+        *_section("Active runs", frame["runs"], WATCH_RUN_COLUMNS, _run_row, limit, width),
+        "",
+        *_section("Workers", frame["workers"], WATCH_WORKER_COLUMNS, _worker_row, limit, width),
     ]
-    if runs:
-        run_rows = [
-            (
-                run["id"],
-                run["status"],
-                progress_bar(run["progress"]),
-                progress_cell(run),
-                run["study_name"] or "-",
-                run["workspace"],
-            )
-            for run in runs[:limit]
-        ]
-        columns = (
-            Column("ID"),
-            Column("STATUS"),
-            Column("PROGRESS"),
-            Column("TASKS", align="right"),
-            Column("STUDY", min_width=5),
-            Column("WORKSPACE", min_width=8, elide="start"),
-        )
-        lines += _limited(render_table(columns, run_rows, width), len(runs), limit)
-    else:
-        lines.append("  none")
-    lines += ["", f"Workers ({len(workers)})"]
-    if workers:
-        worker_rows = [
-            (
-                pw["name"],
-                pw["status"],
-                "yes" if pw["alive"] else "no",
-                pw["host"] or "-",
-                format_age(
-                    datetime.fromisoformat(pw["heartbeat_timestamp"])
-                    if pw["heartbeat_timestamp"]
-                    else None
-                ),
-                pw["logical_worker_name"] or "-",
-            )
-            for pw in workers[:limit]
-        ]
-        columns = (
-            Column("NAME", min_width=10),
-            Column("STATUS"),
-            Column("ALIVE"),
-            Column("HOST", min_width=6),
-            Column("HEARTBEAT"),
-            Column("LOGICAL", min_width=6),
-        )
-        lines += _limited(render_table(columns, worker_rows, width), len(workers), limit)
-    else:
-        lines.append("  none")
-    return lines
 
 
 @click.command(

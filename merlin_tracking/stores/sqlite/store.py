@@ -3,6 +3,11 @@
 Each contract method is one transaction (writes take the write lock first), so the guarantees of
 the Redis store's Lua scripts hold with any number of processes on the machine: unique names and
 workspaces, both sides of a relationship changed together, counters that count each task once.
+
+``SqliteStore`` opens the transaction and hands the connection to the module that does the work:
+creation and the worker upsert (``creation.py``), deletion (``deletion.py``), task counters and
+run status (``progress.py``), filters (``filters.py``), garbage collection (``maintenance.py``),
+and rows written and read (``rows.py``).
 """
 
 from __future__ import annotations
@@ -13,23 +18,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from merlin_tracking.errors import (
-    DuplicateEntityError,
-    InvalidRecordError,
-    RunNotFoundError,
-    StudyNotFoundError,
-    WorkerNotFoundError,
-)
-from merlin_tracking.ids import id_sort_key, looks_like_id, new_id, run_sequence
-from merlin_tracking.ids import run_id as format_run_id
-from merlin_tracking.records import (
-    LogicalWorker,
-    PhysicalWorker,
-    Record,
-    Run,
-    RunStatus,
-    Study,
-)
+from merlin_tracking.errors import InvalidRecordError, RunNotFoundError, WorkerNotFoundError
+from merlin_tracking.ids import id_sort_key, looks_like_id
+from merlin_tracking.records import LogicalWorker, PhysicalWorker, Record, Run, RunStatus, Study
 from merlin_tracking.records.events import TaskEvent
 from merlin_tracking.records.run import ACTIVE_STATUSES
 from merlin_tracking.stores.base import (
@@ -39,15 +30,12 @@ from merlin_tracking.stores.base import (
     TrackingStore,
     check_prefix,
 )
-from merlin_tracking.stores.sqlite import maintenance, progress, rows
+from merlin_tracking.stores.sqlite import creation, deletion, maintenance, progress, rows
 from merlin_tracking.stores.sqlite.connection import Connections, path_from_url
 from merlin_tracking.stores.sqlite.filters import find_ids
 from merlin_tracking.stores.sqlite.schema import SCHEMA_VERSION
 
 R = TypeVar("R", bound=Record)
-
-# Fields a restart refreshes from the new process (unless the caller set them explicitly).
-_START_FIELDS = frozenset({"pid", "host", "status", "latest_start_time"})
 
 
 def _now() -> datetime:
@@ -67,43 +55,13 @@ class SqliteStore(TrackingStore):
 
     # ------------------------------------------------------------------ writes
     def create_study(self, study: Study) -> tuple[str, bool]:
-        ns = self.prefix
         with self._db.transaction(write=True) as conn:
-            existing = rows.id_by_unique(conn, ns, "study", study.name)
-            if existing is not None:
-                return existing, False
-            while rows.exists(conn, ns, "study", study.id):
-                fresh_id, created_at = new_id()
-                study = study.replace(id=fresh_id, created_at=created_at)
-            rows.insert(conn, ns, study.replace(runs=()))
-            return study.id, True
+            return creation.create_study(conn, self.prefix, study)
 
     def create_run(self, run: Run, keep_id: bool = False) -> Run:
-        study_id = run.study_id
-        if study_id is None:
-            raise InvalidRecordError("a new run needs a study_id")
-        kept = run_sequence(run.id) if keep_id else None
-        if keep_id and kept is None:
-            raise InvalidRecordError(f"{run.id!r} is not a run id (r<number>)")
-        ns = self.prefix
+        study_id, kept = creation.check_new_run(run, keep_id)
         with self._db.transaction(write=True) as conn:
-            existing = rows.id_by_unique(conn, ns, "run", run.workspace)
-            if existing is not None:
-                raise DuplicateEntityError("run", "workspace", run.workspace, existing)
-            if not rows.exists(conn, ns, "study", study_id):
-                raise StudyNotFoundError(study_id, "it was deleted while the run was created")
-            if kept is not None:
-                if rows.exists(conn, ns, "run", run.id):
-                    raise DuplicateEntityError("run", "id", run.id, run.id)
-                rows.next_run_sequence(conn, ns, at_least=int(kept))
-            else:
-                run = run.replace(id=format_run_id(rows.next_run_sequence(conn, ns)))
-                while rows.exists(conn, ns, "run", run.id):  # only if the counter was edited
-                    run = run.replace(id=format_run_id(rows.next_run_sequence(conn, ns)))
-            run = run.replace(workers=())  # attached below from the workers' queues
-            rows.insert(conn, ns, run)
-            workers = rows.link_consumers(conn, ns, run.id, run.queues)
-            return run.replace(workers=sorted(workers))
+            return creation.create_run(conn, self.prefix, run, study_id, kept)
 
     def add_run_queues(self, run_id: str, queues: Sequence[str]) -> Run:
         with self._db.transaction(write=True) as conn:
@@ -115,30 +73,16 @@ class SqliteStore(TrackingStore):
 
     def create_logical_worker(self, worker: LogicalWorker) -> bool:
         with self._db.transaction(write=True) as conn:
-            if rows.exists(conn, self.prefix, "logical_worker", worker.id):
-                return False
-            rows.insert(conn, self.prefix, worker.replace(runs=(), physical_workers=()))
-            return True
+            return creation.create_logical_worker(conn, self.prefix, worker)
 
     def upsert_physical_worker(
         self, candidate: PhysicalWorker, given: frozenset[str]
     ) -> tuple[PhysicalWorker, str]:
-        ns = self.prefix
-        lw = candidate.logical_worker_id
         with self._db.transaction(write=True) as conn:
-            if lw and not rows.exists(conn, ns, "logical_worker", lw):
-                raise WorkerNotFoundError(lw, "no logical worker has this id")
-            existing = rows.id_by_unique(conn, ns, "physical_worker", candidate.name)
-            stored = None if existing is None else rows.load(conn, ns, PhysicalWorker, existing)
-            if stored is None:
-                while rows.exists(conn, ns, "physical_worker", candidate.id):
-                    fresh_id, created_at = new_id()
-                    candidate = candidate.replace(id=fresh_id, created_at=created_at)
-                rows.insert(conn, ns, candidate)
-                return self._read_one(conn, PhysicalWorker, candidate.id), "created"
-            updated, outcome = _upserted(stored, candidate, given)
-            rows.update(conn, ns, stored, updated)
-            return self._read_one(conn, PhysicalWorker, stored.id), outcome
+            worker_id, outcome = creation.upsert_physical_worker(
+                conn, self.prefix, candidate, given
+            )
+            return self._read_one(conn, PhysicalWorker, worker_id), outcome
 
     def update_fields(
         self,
@@ -252,43 +196,23 @@ class SqliteStore(TrackingStore):
         if not run_ids:
             return 0
         with self._db.transaction(write=True) as conn:
-            return _delete(conn, self.prefix, "run", run_ids)
+            return deletion.delete_records(conn, self.prefix, "run", run_ids)
 
     def delete_study(self, study_id: str, remove_runs: bool) -> bool:
-        ns = self.prefix
         with self._db.transaction(write=True) as conn:
-            if not rows.exists(conn, ns, "study", study_id):
-                return False
-            if remove_runs:
-                conn.execute("DELETE FROM run WHERE ns = ? AND study_id = ?", (ns, study_id))
-            else:  # kept, detached: study_id is a required field, stored as JSON null
-                conn.execute(
-                    "UPDATE run SET study_id = NULL, fields = json_set(fields, '$.study_id', 'null') "
-                    "WHERE ns = ? AND study_id = ?",
-                    (ns, study_id),
-                )
-            return _delete(conn, ns, "study", [study_id]) == 1
+            return deletion.delete_study(conn, self.prefix, study_id, remove_runs)
 
     def delete_logical_workers(self, worker_ids: Sequence[str]) -> int:
         if not worker_ids:
             return 0
-        ns = self.prefix
         with self._db.transaction(write=True) as conn:
-            # Links to runs and queue rows go by cascade; physical workers are detached here.
-            for batch in rows.batches(worker_ids):
-                conn.execute(
-                    "UPDATE physical_worker SET logical_worker_id = NULL, "
-                    "fields = json_remove(fields, '$.logical_worker_id') "
-                    f"WHERE ns = ? AND logical_worker_id IN ({rows.marks(batch)})",
-                    (ns, *batch),
-                )
-            return _delete(conn, ns, "logical_worker", worker_ids)
+            return deletion.delete_logical_workers(conn, self.prefix, worker_ids)
 
     def delete_physical_workers(self, worker_ids: Sequence[str]) -> int:
         if not worker_ids:
             return 0
         with self._db.transaction(write=True) as conn:
-            return _delete(conn, self.prefix, "physical_worker", worker_ids)
+            return deletion.delete_records(conn, self.prefix, "physical_worker", worker_ids)
 
     # ------------------------------------------------------------------ reads
     def _read_one(self, conn: sqlite3.Connection, record_type: type[R], record_id: str) -> R:
@@ -361,38 +285,3 @@ class SqliteStore(TrackingStore):
     def ping(self) -> None:
         with self._db.transaction(write=False) as conn:
             conn.execute("SELECT 1").fetchone()
-
-
-def _upserted(
-    stored: PhysicalWorker, candidate: PhysicalWorker, given: frozenset[str]
-) -> tuple[PhysicalWorker, str]:
-    """``stored`` updated by a new sighting of its name, and whether that was a restart.
-
-    A different pid on a worker that had started before is a restart: ``restart_count`` + 1 and
-    the start fields come from the new process. Explicitly given fields and the heartbeat are
-    always set.
-    """
-    started = stored.pid is not None or stored.latest_start_time is not None
-    restarted = candidate.pid is not None and started and candidate.pid != stored.pid
-    changes: dict[str, Any] = {}
-    if restarted:
-        changes["restart_count"] = stored.restart_count + 1
-        for name in sorted(_START_FIELDS - given):
-            if getattr(candidate, name) is not None:
-                changes[name] = getattr(candidate, name)
-    for name in given | {"heartbeat_timestamp"}:
-        if name in candidate.CODECS:
-            changes[name] = getattr(candidate, name)
-    if candidate.logical_worker_id:
-        changes["logical_worker_id"] = candidate.logical_worker_id
-    return stored.replace(**changes), "restarted" if restarted else "updated"
-
-
-def _delete(conn: sqlite3.Connection, ns: str, entity: str, ids: Sequence[str]) -> int:
-    deleted = 0
-    for batch in rows.batches(ids):
-        cursor = conn.execute(
-            f"DELETE FROM {entity} WHERE ns = ? AND id IN ({rows.marks(batch)})", (ns, *batch)
-        )
-        deleted += cursor.rowcount
-    return deleted
