@@ -12,6 +12,7 @@ from merlin_tracking.errors import (
     StoreError,
     StoreUnavailableError,
     StudyNotFoundError,
+    TaskNotFoundError,
     TrackingError,
     WorkerNotFoundError,
 )
@@ -22,6 +23,8 @@ from merlin_tracking.records import (
     Run,
     RunStatus,
     Study,
+    Task,
+    TaskState,
     WorkerStatus,
 )
 from merlin_tracking.version import __version__
@@ -55,6 +58,9 @@ __all__ = [
     "StoreUnavailableError",
     "Study",
     "StudyNotFoundError",
+    "Task",
+    "TaskNotFoundError",
+    "TaskState",
     "TrackingDatabase",
     "TrackingError",
     "WorkerNotFoundError",

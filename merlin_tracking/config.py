@@ -35,6 +35,9 @@ class TrackingConfig:
     # Seconds a run counted at workers (untracked publisher) waits after its last received task
     # before it may complete: its other tasks may still be on their way through the broker.
     settle_seconds: float = 10.0
+    # Seconds the task records of a COMPLETED run are kept (None: for good; 0: dropped at
+    # completion, the run's counters stay).
+    task_retention: float | None = None
 
     @classmethod
     def from_app_conf(
@@ -82,7 +85,14 @@ class TrackingConfig:
         settle = _seconds(
             "tracking_settle_seconds", setting("tracking_settle_seconds"), 10.0, zero_ok=True
         )
-        return cls(enabled, url, prefix, interval, stale, resolver.strip(), settle)
+        retention_setting = setting("tracking_task_retention")
+        retention = (
+            None
+            if retention_setting in (None, "")
+            or str(retention_setting).strip().lower() == "forever"
+            else _duration("tracking_task_retention", retention_setting)
+        )
+        return cls(enabled, url, prefix, interval, stale, resolver.strip(), settle, retention)
 
 
 def default_sqlite_url(environ: Mapping[str, str] | None = None) -> str:
@@ -120,6 +130,24 @@ def _flag(name: str, value: Any) -> bool:
     ):
         return value.strip().lower() not in DISABLING_VALUES
     raise ConfigurationError(f"{name}: expected true or false, got {value!r}")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def _duration(name: str, value: Any) -> float:
+    """Seconds of a number or of ``30d``-style text (s, m, h, d, w); zero allowed."""
+    text = str(value).strip().lower()
+    unit = text[-1:] if text[-1:] in _UNITS else "s"
+    number = text[:-1] if text[-1:] in _UNITS else text
+    try:
+        seconds = _seconds(name, number, 0.0, zero_ok=True) * _UNITS[unit]
+    except ConfigurationError:
+        raise ConfigurationError(
+            f"{name}: expected seconds or a duration such as 12h or 30d (0: drop task records at "
+            f"completion; forever or unset: keep them), got {value!r}"
+        ) from None
+    return seconds
 
 
 def _seconds(name: str, value: Any, default: float, zero_ok: bool = False) -> float:

@@ -13,6 +13,7 @@ from merlin_tracking.managers import (
     PhysicalWorkerManager,
     RunManager,
     StudyManager,
+    TaskManager,
 )
 from merlin_tracking.records import LogicalWorker, PhysicalWorker, Record, Run, Study
 from merlin_tracking.stores import DEFAULT_PREFIX, TrackingStore, open_store
@@ -56,6 +57,7 @@ class TrackingDatabase:
         self.runs = RunManager(store, self.studies)
         self.logical_workers = LogicalWorkerManager(store)
         self.physical_workers = PhysicalWorkerManager(store)
+        self.tasks = TaskManager(store)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> TrackingDatabase:

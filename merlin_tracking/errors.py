@@ -36,6 +36,10 @@ class WorkerNotFoundError(EntityNotFoundError):
     entity = "worker"
 
 
+class TaskNotFoundError(EntityNotFoundError):
+    entity = "task"
+
+
 class InvalidFilterError(TrackingError, ValueError):
     """A ``get_all`` filter names an unknown key or carries a bad value."""
 

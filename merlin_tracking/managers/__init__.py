@@ -3,6 +3,7 @@
 from merlin_tracking.managers.run_query import InvalidPeriodError, RunQuery
 from merlin_tracking.managers.runs import RunManager
 from merlin_tracking.managers.studies import StudyManager
+from merlin_tracking.managers.tasks import TaskManager
 from merlin_tracking.managers.workers import LogicalWorkerManager, PhysicalWorkerManager
 
 __all__ = [
@@ -12,4 +13,5 @@ __all__ = [
     "RunManager",
     "RunQuery",
     "StudyManager",
+    "TaskManager",
 ]

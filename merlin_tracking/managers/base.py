@@ -29,9 +29,17 @@ def can_name_a_record(value: object) -> TypeGuard[str]:
 class Manager(Generic[R]):
     record_type: type[R]
     not_found: type[EntityNotFoundError]
+    #: Whether what this manager reads can change with time alone (runs: settling, lost work).
+    catches_up: bool = False
 
     def __init__(self, store: TrackingStore) -> None:
         self.store = store
+
+    def _fresh(self) -> None:
+        # Every reader sees stale workers' tasks LOST and settled runs COMPLETED, with no
+        # monitor process: what time alone made due is applied before the read.
+        if self.catches_up:
+            self.store.catch_up_before_read()
 
     def _fetch(self, id_or_key: str) -> R:
         require_text(f"{self.record_type.ENTITY} identifier", id_or_key)
@@ -46,12 +54,14 @@ class Manager(Generic[R]):
         empty string or a lone surrogate names nothing (``get`` raises instead)."""
         if not can_name_a_record(id_or_key):
             return None
+        self._fresh()
         return self.store.fetch(self.record_type, id_or_key)
 
     def get_many(self, ids: Iterable[str]) -> list[R]:
         """The records of ``ids`` in the given order, read together rather than one lookup per
         id; ids with no record are skipped, so a list of references read a moment ago (a
         study's runs, a worker's processes) resolves as is even if some were deleted since."""
+        self._fresh()
         return self.store.fetch_many(self.record_type, [i for i in ids if can_name_a_record(i)])
 
     def get_all(
@@ -59,7 +69,9 @@ class Manager(Generic[R]):
     ) -> list[R]:
         """Records matching ``filters`` (see ``managers.filters``), oldest first."""
         normalised = normalise_filters(self.record_type.ENTITY, filters)
-        return self.store.query(self.record_type, normalised, check_limit(limit))
+        limit = check_limit(limit)
+        self._fresh()
+        return self.store.query(self.record_type, normalised, limit)
 
     def count(self) -> int:
         return self.store.count(self.record_type)

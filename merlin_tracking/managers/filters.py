@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from merlin_tracking.errors import InvalidFilterError, InvalidRecordError, choices
-from merlin_tracking.records import RunStatus, WorkerStatus
+from merlin_tracking.records import RunStatus, TaskState, WorkerStatus
 
 Normaliser = Callable[[str], str]
 
@@ -56,6 +56,13 @@ FILTER_KEYS: dict[str, dict[str, Normaliser]] = {
         "name": _keep,
         "status": _status(WorkerStatus.parse),
         "host": _keep,
+    },
+    "task": {
+        "run_id": _keep,
+        "state": _status(TaskState.parse),
+        "worker": _keep,
+        "name": _keep,
+        "queue": _keep,
     },
 }
 

@@ -23,12 +23,20 @@ from merlin_tracking.records.codec import str_tuple
 from merlin_tracking.records.events import TaskEvent
 from merlin_tracking.records.run import COUNTERS
 from merlin_tracking.records.status import RUN_TRANSITIONS, allowed_sources
-from merlin_tracking.stores.base import TrackingStore
+from merlin_tracking.stores.base import CatchUp, TrackingStore
 
 PENDING_RUN_ID = "r0"
 
 # Fields a caller may set through ``create``/``update``; anything else goes to additional_data.
-SETTABLE = ("status", "parameters", "samples", "parent", "child", "additional_data")
+SETTABLE = (
+    "status",
+    "parameters",
+    "samples",
+    "parent",
+    "child",
+    "additional_data",
+    "task_retention",
+)
 # Fields only the store maintains.
 MANAGED = (
     "id",
@@ -39,6 +47,9 @@ MANAGED = (
     "created_at",
     "updated_at",
     "publishing",
+    "settle_until",
+    "started_at",
+    "finished_at",
     *(f"tasks_{name}" for name in COUNTERS),
 )
 
@@ -46,6 +57,7 @@ MANAGED = (
 class RunManager(Manager[Run]):
     record_type = Run
     not_found = RunNotFoundError
+    catches_up = True
 
     def __init__(self, store: TrackingStore, studies: StudyManager) -> None:
         super().__init__(store)
@@ -138,10 +150,20 @@ class RunManager(Manager[Run]):
             raise InvalidRecordError(f"settle: must be zero or a positive number, got {settle!r}")
         return self.store.apply_task_events(events, settle)
 
+    def catch_up(self) -> CatchUp:
+        """Apply what time alone made due (``TrackingStore.catch_up``): workers gone stale have
+        their tasks marked LOST, runs whose settle time passed are judged again. Every read
+        through this manager does it first; worker heartbeats do it too."""
+        return self.store.catch_up()
+
     def settle(self) -> list[str]:
-        """Complete the runs whose settle delay has passed with all their tasks done; return
-        their ids. Worker heartbeats and the CLI call this, so nothing else needs to."""
-        return self.store.settle_runs()
+        """``catch_up``, returning the ids of the runs that completed (wave-1 name)."""
+        return list(self.catch_up().completed)
+
+    def refresh_queues(self, queues: Sequence[str]) -> None:
+        """Judge again the active runs using these queues: their consumers changed (a worker
+        dropped a queue), so a run waiting there may now be STALLED."""
+        self.store.refresh_runs_on_queues(str_tuple(queues))
 
     def change_publishing(self, run_id: str, delta: int) -> RunStatus | None:
         """Count a launch in progress (+1) or finished (-1); see ``TrackingStore``."""
@@ -164,11 +186,14 @@ class RunManager(Manager[Run]):
     def query(self, query: RunQuery | None = None) -> list[Run]:
         """The runs matching ``query`` (see ``RunQuery``; none: every run), newest first unless
         it says otherwise. Reads page by page and stops early, so a small limit stays cheap."""
-        return select_runs(self.store, query if query is not None else RunQuery())
+        query = query if query is not None else RunQuery()
+        self._fresh()
+        return select_runs(self.store, query)
 
     def count_by_status(self) -> dict[str, int]:
         """Number of runs in each status, every status present (from the status index, without
         reading the runs)."""
+        self._fresh()
         return {
             status.value: len(self.store.find_ids(Run, {"status": [status.value]}))
             for status in RunStatus

@@ -150,13 +150,10 @@ class PhysicalWorkerManager(Manager[PhysicalWorker]):
         return self.store.heartbeat(worker_id, at or datetime.now(timezone.utc))
 
     def mark_stopped(self, worker_id_or_name: str) -> PhysicalWorker:
-        """STOPPED with its pid cleared: the worker shut down (its last sign of life now)."""
-        return self.update(
-            worker_id_or_name,
-            status=WorkerStatus.STOPPED,
-            pid=None,
-            heartbeat_timestamp=datetime.now(timezone.utc),
-        )
+        """STOPPED with its pid cleared: the worker shut down (its last sign of life now).
+        Tasks it still held are LOST; the runs on its queues are judged again."""
+        worker = self.get(worker_id_or_name)
+        return self.store.stop_worker(worker.id, datetime.now(timezone.utc))
 
     def delete(self, worker_id_or_name: str) -> None:
         """Delete it and unlink it from its logical worker."""

@@ -2,8 +2,9 @@
 
 from merlin_tracking.records.base import Record
 from merlin_tracking.records.run import Run
-from merlin_tracking.records.status import RunStatus, WorkerStatus
+from merlin_tracking.records.status import RunStatus, TaskState, WorkerStatus
 from merlin_tracking.records.study import Study
+from merlin_tracking.records.task import Task
 from merlin_tracking.records.workers import LogicalWorker, PhysicalWorker
 
 __all__ = [
@@ -13,5 +14,7 @@ __all__ = [
     "Run",
     "RunStatus",
     "Study",
+    "Task",
+    "TaskState",
     "WorkerStatus",
 ]

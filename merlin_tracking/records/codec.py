@@ -68,6 +68,19 @@ def _check_opt_seconds(value: Any) -> float | None:
     return float(value)
 
 
+def _check_opt_nonnegative_seconds(value: Any) -> float | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value >= 0
+        or value == float("inf")
+    ):
+        raise InvalidRecordError(f"expected zero or a positive number of seconds, got {value!r}")
+    return float(value)
+
+
 def aware_utc(value: Any) -> datetime:
     """Return ``value`` as an aware UTC datetime; naive datetimes are refused, not guessed."""
     if not isinstance(value, datetime):
@@ -136,6 +149,7 @@ OPT_STR = Codec(_check_opt_str, _check_opt_str)
 INT = Codec(_check_int, _check_int)
 OPT_INT = Codec(_check_opt_int, _check_opt_int)
 OPT_SECONDS = Codec(_check_opt_seconds, _check_opt_seconds)
+OPT_NONNEGATIVE_SECONDS = Codec(_check_opt_nonnegative_seconds, _check_opt_nonnegative_seconds)
 STR_TUPLE = Codec(lambda v: list(str_tuple(v)), lambda v: tuple(v))
 JSON = Codec(json_value, lambda v: v)
 JSON_MAPPING = Codec(json_mapping, lambda v: v)

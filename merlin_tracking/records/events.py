@@ -5,36 +5,69 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from enum import Enum
+from typing import Any
 
 
 class TaskEventKind(str, Enum):
     PUBLISHED = "published"
-    #: Queued, first seen at a worker (no tracked publisher counted it): the run waits for the
-    #: settle delay after the last such receipt before it may complete.
+    #: Handed to a worker (``task_received``). Tasks no tracked publisher counted are first
+    #: counted here (``COUNTED_AT_WORKER``): their run then waits for the settle delay.
     RECEIVED = "received"
     STARTED = "started"
     RETRIED = "retried"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     REVOKED = "revoked"
+    #: In flight on a worker (or pool process) that died; ``error`` says why.
+    LOST = "lost"
     #: STARTED then SUCCEEDED, one event: senders coalesce the pair when both are in one batch.
     RAN = "ran"
 
 
+#: Event flags (``TaskEvent.flags``): the task was first counted at a worker (no tracked
+#: publisher saw it), so its run waits to settle; its success ends the run at once (Merlin's
+#: ``mark_run_as_complete``).
+COUNTED_AT_WORKER = "w"
+ENDS_RUN = "e"
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskEvent:
-    """One lifecycle step of task ``task_id`` in run ``run_id`` (``queue`` when published)."""
+    """One lifecycle step of task ``task_id`` in run ``run_id``.
+
+    ``at``: when it happened (microseconds since the epoch, the sender's clock; for RAN the
+    start, with the end in ``ended``). ``worker``: the Celery node name it happened on.
+    ``error``: the failure (type and message) or why the task was lost. Never arguments.
+    """
 
     run_id: str
     task_id: str
     kind: TaskEventKind
     queue: str | None = None
+    name: str | None = None
+    worker: str | None = None
+    at: int | None = None
+    error: str | None = None
+    flags: str = ""
+    ended: int | None = None
 
-    def to_json(self) -> list[str]:
-        """Compact wire form: [run id, task id, kind] plus the queue when there is one."""
-        data = [self.run_id, self.task_id, self.kind.value]
-        if self.queue:
-            data.append(self.queue)
+    def to_json(self) -> list[Any]:
+        """Compact wire form: [run, task, kind, queue, name, worker, at, error, flags, ended],
+        without the trailing empty items."""
+        data: list[Any] = [
+            self.run_id,
+            self.task_id,
+            self.kind.value,
+            self.queue,
+            self.name,
+            self.worker,
+            self.at,
+            self.error,
+            self.flags or None,
+            self.ended,
+        ]
+        while data[-1] is None:
+            data.pop()
         return data
 
 
@@ -54,7 +87,14 @@ def coalesce(events: Sequence[TaskEvent]) -> list[TaskEvent]:
             and index is not None
             and merged[index].kind is TaskEventKind.STARTED
         ):
-            merged[index] = dataclasses.replace(merged[index], kind=TaskEventKind.RAN)
+            started = merged[index]
+            merged[index] = dataclasses.replace(
+                started,
+                kind=TaskEventKind.RAN,
+                ended=event.at,
+                flags="".join(sorted(set(started.flags + event.flags))),
+                name=started.name or event.name,
+            )
             continue
         last[key] = len(merged)
         merged.append(event)

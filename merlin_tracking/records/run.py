@@ -10,13 +10,17 @@ from merlin_tracking.records import codec
 from merlin_tracking.records.base import Record
 from merlin_tracking.records.status import RunStatus
 
-COUNTERS = ("queued", "started", "succeeded", "failed", "retried", "revoked")
-ACTIVE_STATUSES = frozenset({RunStatus.INITIALIZED, RunStatus.QUEUED, RunStatus.RUNNING})
+COUNTERS = ("queued", "started", "succeeded", "failed", "retried", "revoked", "lost")
+ACTIVE_STATUSES = frozenset(
+    {RunStatus.INITIALIZED, RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.STALLED}
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Run(Record):
     ENTITY: ClassVar[str] = "run"
+    # 2: task counters gained ``tasks_lost``; ``started_at``, ``finished_at``, ``task_retention``.
+    SCHEMA_VERSION: ClassVar[int] = 2
     CODECS: ClassVar[dict[str, codec.Codec]] = {
         "study_id": codec.OPT_STR,
         "workspace": codec.STR,
@@ -33,6 +37,9 @@ class Run(Record):
         **{f"tasks_{name}": codec.INT for name in COUNTERS},
         "publishing": codec.INT,
         "settle_until": codec.OPT_DATETIME,
+        "started_at": codec.OPT_DATETIME,
+        "finished_at": codec.OPT_DATETIME,
+        "task_retention": codec.OPT_NONNEGATIVE_SECONDS,
     }
 
     study_id: str | None
@@ -54,20 +61,34 @@ class Run(Record):
     tasks_failed: int = 0
     tasks_retried: int = 0
     tasks_revoked: int = 0
+    # Tasks LOST now (in flight on a worker that died); they leave it when redelivered.
+    tasks_lost: int = 0
     # Launches still publishing; a run cannot complete while this is above zero.
     publishing: int = 0
     # Set when a worker counts a task no tracked publisher saw (more may still be on their way):
     # the run cannot complete before this time, which each such receipt pushes back.
     settle_until: datetime | None = None
+    # When its first task started, and (once the run is no longer active) when its last task
+    # finished: the run's duration, which settling and later bookkeeping never move.
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    # Seconds the task records of this run are kept once it is finished (None: for good, 0:
+    # dropped at completion, counters kept); set from ``tracking_task_retention``.
+    task_retention: float | None = None
 
     @property
     def counters(self) -> dict[str, int]:
-        """Task counters by name: queued, started, succeeded, failed, retried, revoked."""
+        """Task counters by name: queued, started, succeeded, failed, retried, revoked, lost."""
         return {name: getattr(self, f"tasks_{name}") for name in COUNTERS}
 
     @property
     def tasks_finished(self) -> int:
         return self.tasks_succeeded + self.tasks_failed + self.tasks_revoked
+
+    @property
+    def tasks_unfinished(self) -> int:
+        """Counted tasks that have not finished (queued, running, retrying or lost)."""
+        return max(0, self.tasks_queued - self.tasks_finished)
 
     @property
     def is_active(self) -> bool:

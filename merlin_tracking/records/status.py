@@ -32,9 +32,25 @@ class RunStatus(_StrEnum):
     INITIALIZED = "INITIALIZED"
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
+    #: Unfinished work that nothing can progress: its in-flight tasks were lost with dead
+    #: workers, or its queued tasks sit only on queues no live worker consumes. Not final.
+    STALLED = "STALLED"
     COMPLETED = "COMPLETED"
     CANCELLED = "CANCELLED"
     FAILED = "FAILED"
+
+
+class TaskState(_StrEnum):
+    """Where one task of a run stands (``records.task``)."""
+
+    QUEUED = "QUEUED"
+    RECEIVED = "RECEIVED"
+    STARTED = "STARTED"
+    RETRY = "RETRY"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    REVOKED = "REVOKED"
+    LOST = "LOST"
 
 
 class WorkerStatus(_StrEnum):
@@ -49,8 +65,9 @@ TERMINAL_RUN_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunSta
 # Legal run status changes. Terminal statuses are never left; staying put is always allowed.
 RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.INITIALIZED: frozenset(RunStatus) - {RunStatus.INITIALIZED},
-    RunStatus.QUEUED: TERMINAL_RUN_STATUSES | {RunStatus.RUNNING},
-    RunStatus.RUNNING: TERMINAL_RUN_STATUSES,
+    RunStatus.QUEUED: TERMINAL_RUN_STATUSES | {RunStatus.RUNNING, RunStatus.STALLED},
+    RunStatus.RUNNING: TERMINAL_RUN_STATUSES | {RunStatus.STALLED},
+    RunStatus.STALLED: TERMINAL_RUN_STATUSES | {RunStatus.QUEUED, RunStatus.RUNNING},
     RunStatus.COMPLETED: frozenset(),
     RunStatus.FAILED: frozenset(),
     RunStatus.CANCELLED: frozenset(),

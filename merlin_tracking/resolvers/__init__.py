@@ -7,9 +7,16 @@ name, the name of an entry point in the group ``merlin_tracking.resolvers``, or
 inherited headers always win), at publish time in a tracked publisher and at the worker for
 messages no tracked publisher stamped. Built in:
 
-* ``headers`` (default): only the run headers count; no resolution (today's behaviour).
+* ``auto`` (default): the run headers, then Merlin's own tasks (recognised by name) by the
+  ``merlin`` resolver; nothing else. Installing the package in Merlin's environment is enough.
+* ``headers``: only the run headers count; no resolution.
 * ``workflow``: every Celery workflow is a run (see ``resolvers.workflow``).
 * ``merlin``: Merlin's tasks join the run of their study workspace (see ``resolvers.merlin``).
+
+A resolver may carry three optional attributes: ``wants(task_name) -> bool`` (a cheap test
+the tracker applies before building a ``TaskMessage``), ``ends_run`` (names of tasks whose
+success completes their run at once) and ``description`` (what it tracks, for the worker's
+start-up log).
 
 The tracker remembers each answer under the task's root, group and task ids; a message whose
 root, parent or group was resolved in this process gets that run without asking the resolver
@@ -26,12 +33,12 @@ from typing import Any
 
 from merlin_tracking.errors import ConfigurationError
 from merlin_tracking.identity import RunIdentity, run_of_headers
-from merlin_tracking.resolvers.merlin import merlin_resolver
+from merlin_tracking.resolvers.merlin import MARK_COMPLETE, is_merlin_task, merlin_resolver
 from merlin_tracking.resolvers.message import TaskMessage
 from merlin_tracking.resolvers.workflow import workflow_resolver
 
 ENTRY_POINT_GROUP = "merlin_tracking.resolvers"
-DEFAULT_RESOLVER = "headers"
+DEFAULT_RESOLVER = "auto"
 
 Resolver = Callable[[TaskMessage], RunIdentity | None]
 
@@ -41,7 +48,23 @@ def headers_resolver(message: TaskMessage) -> RunIdentity | None:
     return run_of_headers(message.headers)
 
 
+headers_resolver.description = "run headers only (launch_study and tasks they publish)"  # type: ignore[attr-defined]
+
+
+def auto_resolver(message: TaskMessage) -> RunIdentity | None:
+    """``auto``: Merlin's own tasks by ``merlin``; every other message only by its headers."""
+    return merlin_resolver(message) if is_merlin_task(message.name) else None
+
+
+auto_resolver.wants = is_merlin_task  # type: ignore[attr-defined]
+auto_resolver.ends_run = frozenset({MARK_COMPLETE})  # type: ignore[attr-defined]
+auto_resolver.description = (  # type: ignore[attr-defined]
+    "run headers, then Merlin's tasks (merlin.common.tasks.*, merlin:*) by study workspace"
+)
+
+
 BUILTINS: dict[str, Resolver] = {
+    "auto": auto_resolver,
     "headers": headers_resolver,
     "workflow": workflow_resolver,
     "merlin": merlin_resolver,
@@ -114,6 +137,7 @@ __all__ = [
     "Resolver",
     "RunIdentity",
     "TaskMessage",
+    "auto_resolver",
     "available_names",
     "headers_resolver",
     "invalid_resolver",

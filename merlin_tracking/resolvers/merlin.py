@@ -69,3 +69,9 @@ def merlin_resolver(message: TaskMessage) -> RunIdentity | None:
     if workspace is None:
         return None
     return RunIdentity(study_of_workspace(workspace), workspace)
+
+
+merlin_resolver.wants = is_merlin_task  # type: ignore[attr-defined]
+# Merlin ends every study with this task: its success completes the run at once.
+merlin_resolver.ends_run = frozenset({MARK_COMPLETE})  # type: ignore[attr-defined]
+merlin_resolver.description = "Merlin's tasks by study workspace"  # type: ignore[attr-defined]

@@ -71,3 +71,8 @@ def workflow_resolver(message: TaskMessage) -> RunIdentity | None:
     return RunIdentity(
         message.name, f"celery://{message.app_name or 'celery'}/{workflow_key(message)}"
     )
+
+
+workflow_resolver.description = (  # type: ignore[attr-defined]
+    "run headers, then every Celery workflow (keyed by its root task or outermost group)"
+)

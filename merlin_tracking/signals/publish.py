@@ -113,7 +113,7 @@ def on_before_task_publish(
                     _opt_str(headers.get("parent_id")),
                     _opt_str(headers.get("group")),
                 )
-                if run is None:
+                if run is None and tracker.wants(str(headers.get("task") or "")):
                     queue = queue_of(routing_key, declare, properties)
                     run = tracker.ask(_message_of(tracker, headers, body, queue))
             if run is None:
@@ -122,8 +122,13 @@ def on_before_task_publish(
         task_id = headers.get("id")
         if not isinstance(task_id, str):
             return
+        name = headers.get("task")
         tracker.record(
-            run, task_id, TaskEventKind.PUBLISHED, queue_of(routing_key, declare, properties)
+            run,
+            task_id,
+            TaskEventKind.PUBLISHED,
+            queue_of(routing_key, declare, properties),
+            name if isinstance(name, str) else None,
         )
     except Exception:
         logger.exception("merlin_tracking: before_task_publish hook failed (task unaffected)")

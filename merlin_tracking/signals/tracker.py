@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from merlin_tracking.config import TrackingConfig
@@ -28,8 +28,11 @@ from merlin_tracking.signals.buffer import FlushingBuffer
 
 logger = logging.getLogger("merlin_tracking")
 
-# One buffered task event: (run, task id, kind, queue). A plain tuple: this is the hot path.
-PendingEvent = tuple[RunIdentity, str, TaskEventKind, str | None]
+# One buffered task event: (run, task id, kind, queue, task name, worker node, microseconds,
+# error, flags). A plain tuple: this is the hot path.
+PendingEvent = tuple[
+    RunIdentity, str, TaskEventKind, str | None, str | None, str | None, int, str | None, str
+]
 
 # Seconds added to a settle deadline to cover the buffer's flush delay.
 _SETTLE_MARGIN = 0.5
@@ -37,6 +40,10 @@ _SETTLE_MARGIN = 0.5
 # Resolved runs remembered per root and group id (FIFO-bounded; an OrderedDict drops its oldest
 # entry in O(1)): one resolver call per workflow and process.
 _RESOLVED_CAPACITY = 10_000
+
+
+def _any_name(name: str) -> bool:
+    return True
 
 
 class Tracker:
@@ -57,6 +64,9 @@ class Tracker:
         self.app_name = app_name
         self.resolver = resolver
         self.resolves = resolver is not headers_resolver
+        self.wants: Callable[[str], bool] = getattr(resolver, "wants", _any_name)
+        #: Names of tasks whose success completes their run at once (``resolver.ends_run``).
+        self.ends_run: frozenset[str] = frozenset(getattr(resolver, "ends_run", ()))
         self._resolved: OrderedDict[str, RunIdentity] = OrderedDict()
         # When (time.monotonic) the worker should next try to settle runs counted here.
         self.settle_due: float | None = None
@@ -127,10 +137,20 @@ class Tracker:
 
     # ---------------------------------------------------------------- hot path
     def record(
-        self, run: RunIdentity, task_id: str, kind: TaskEventKind, queue: str | None = None
+        self,
+        run: RunIdentity,
+        task_id: str,
+        kind: TaskEventKind,
+        queue: str | None = None,
+        name: str | None = None,
+        worker: str | None = None,
+        error: str | None = None,
+        flags: str = "",
     ) -> None:
-        """Queue one task event; returns at once."""
-        self._buffer.add((run, task_id, kind, queue))
+        """Queue one task event (stamped with the time now); returns at once."""
+        self._buffer.add(
+            (run, task_id, kind, queue, name, worker, time.time_ns() // 1000, error, flags)
+        )
         if kind is TaskEventKind.RECEIVED:
             # The run may complete once the settle time after this receipt has passed (the
             # store's clock starts when the event is applied, a moment later: hence the margin).
@@ -159,13 +179,22 @@ class Tracker:
             runs = self.db.runs
             queues = [queue] if queue else []
             try:
+                retention = self.config.task_retention
                 try:
-                    run_id = runs.create(run.study, run.workspace, queues, **dict(run.fields)).id
+                    run_id = runs.create(
+                        run.study,
+                        run.workspace,
+                        queues,
+                        task_retention=retention,
+                        **dict(run.fields),
+                    ).id
                 except InvalidRecordError as exc:
                     if not run.fields:
                         raise
                     logger.warning("merlin_tracking: run fields of %s refused: %s", run, exc)
-                    run_id = runs.create(run.study, run.workspace, queues).id
+                    run_id = runs.create(
+                        run.study, run.workspace, queues, task_retention=retention
+                    ).id
             except DuplicateEntityError as exc:
                 run_id = exc.existing_id
             self._run_ids[run.workspace] = run_id
@@ -173,8 +202,10 @@ class Tracker:
 
     def _send(self, pending: Sequence[PendingEvent]) -> None:
         events = [
-            TaskEvent(self.ensure_run(run, queue), task_id, kind, queue)
-            for run, task_id, kind, queue in pending
+            TaskEvent(
+                self.ensure_run(run, queue), task_id, kind, queue, name, worker, at, err, flags
+            )
+            for run, task_id, kind, queue, name, worker, at, err, flags in pending
         ]
         missing = set(self.db.runs.record_events(coalesce(events), self.config.settle_seconds))
         if missing:

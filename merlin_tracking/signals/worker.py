@@ -1,19 +1,25 @@
 """Worker side: a consumer bootstep that records logical and physical workers.
 
 A consumer step runs for ``celery worker`` and for embedded and test workers alike, with every
-pool. When the consumer starts it upserts the logical worker (node name without host + the
-queues consumed) and the physical worker (node name, host, pid, command line), and attaches
-the logical worker to the active runs of its queues. A daemon thread then heartbeats (a thread,
-so a long task in the solo pool cannot starve it) and notices queues added or cancelled at
-runtime. Shutdown marks the worker STOPPED with its pid cleared. Nothing here may stop the
-worker: every failure is logged and retried on the next heartbeat.
+pool. When the consumer starts it upserts the logical worker (``logical_name``: the node name
+without its host, plus the queues consumed) and the physical worker (node name, host, pid,
+command line), and attaches the logical worker to the active runs of its queues. A beacon
+process (``merlin_tracking.beacon``) then heartbeats for it, so a task holding the GIL cannot
+make a live worker read STALLED, and applies what time made due in the ledger; a daemon
+thread notices queues added or cancelled at runtime, wakes when a run counted here may settle,
+and beats itself if the beacon cannot run. When the worker has shut down (Celery shuts the
+consumer down after the pool stopped) it is marked STOPPED with its pid cleared, and tasks it
+still held are LOST. Nothing here may stop the worker: every failure is
+logged and retried on the next heartbeat.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -24,8 +30,29 @@ from celery import bootsteps
 from merlin_tracking.records import WorkerStatus
 from merlin_tracking.signals.registry import tracker_for
 from merlin_tracking.signals.tracker import Tracker
+from merlin_tracking.urls import mask_url
 
 logger = logging.getLogger("merlin_tracking")
+
+# Host parts Celery puts after a node name's first dot (``-n name.%h``), or leaves unexpanded
+# when the ``%`` was escaped (Merlin passes ``-n name.%%h``).
+_HOST_PLACEHOLDERS = frozenset({"%h", "%n", "%d"})
+
+
+def logical_name(node_name: str, host: str) -> str:
+    """The logical worker a node name stands for: the part before ``@`` (``sim@node7`` ->
+    ``sim``). A name given without ``@`` gets Celery's ``celery@`` in front; for the common
+    ``-n <name>.%h`` form (``celery@<name>.<host>``, as Merlin starts its workers) that is
+    ``<name>``, the name Merlin's own database uses. ``celery@<host>`` stays ``celery``."""
+    name, at, rest = node_name.partition("@")
+    if not at:
+        return node_name
+    if name == "celery":
+        first, dot, tail = rest.partition(".")
+        hosts = {host, host.split(".", 1)[0], socket.getfqdn()}
+        if first and dot and (tail in _HOST_PLACEHOLDERS or tail in hosts):
+            return first
+    return name
 
 
 def consumed_queues(consumer: Any) -> list[str]:
@@ -42,6 +69,52 @@ def pool_name(pool: Any) -> str | None:
     return {"thread": "threads"}.get(name, name)
 
 
+def describe(tracker: Tracker) -> str:
+    """One line for the worker's start-up log: where the ledger is and what is tracked."""
+    config = tracker.config
+    what = getattr(tracker.resolver, "description", None) or "run headers, then the resolver"
+    return (
+        f"merlin_tracking: ledger {mask_url(config.url)} (prefix {config.prefix}); run "
+        f"resolver {config.run_resolver!r}: {what}"
+    )
+
+
+class Beacon:
+    """The heartbeat process of one worker (see ``merlin_tracking.beacon``)."""
+
+    def __init__(self, tracker: Tracker, worker_id: str) -> None:
+        config = tracker.config
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "merlin_tracking.beacon"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            close_fds=True,
+        )
+        assert self.proc.stdin is not None
+        handoff = {
+            "url": config.url,
+            "prefix": config.prefix,
+            "worker_id": worker_id,
+            "interval": config.heartbeat_interval,
+            "parent": os.getpid(),
+        }
+        self.proc.stdin.write(json.dumps(handoff).encode() + b"\n")
+        self.proc.stdin.flush()
+        self.worker_id = worker_id
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()  # end of its stdin: it exits
+            self.proc.wait(5)
+        except Exception:
+            self.proc.kill()
+
+
 class WorkerSession:
     """The records of one worker process, kept current until it stops."""
 
@@ -51,7 +124,9 @@ class WorkerSession:
         self.node_name = str(consumer.hostname)
         self.physical_id: str | None = None
         self.queues: list[str] = []
+        self.beacon: Beacon | None = None
         self._stop = threading.Event()
+        self._stopped = False
         self._thread: threading.Thread | None = None
         self._warned = False
 
@@ -59,6 +134,7 @@ class WorkerSession:
         """Record the worker now (or on a later heartbeat if the store is unreachable)."""
         self.beat()
         if self._thread is None:
+            logger.info(describe(self.tracker))
             self._thread = threading.Thread(
                 target=self._heartbeat_loop, name="merlin-tracking-heartbeat", daemon=True
             )
@@ -70,11 +146,12 @@ class WorkerSession:
         if not queues:
             return
         db = self.tracker.db
-        logical = db.logical_workers.create(self.node_name.split("@", 1)[0], queues)
+        host = socket.gethostname()
+        logical = db.logical_workers.create(logical_name(self.node_name, host), queues)
         pool = getattr(self.consumer, "pool", None)
         physical = db.physical_workers.create(
             self.node_name,
-            host=socket.gethostname(),
+            host=host,
             pid=os.getpid(),
             status=WorkerStatus.RUNNING,
             launch_cmd=" ".join(sys.argv),
@@ -87,7 +164,22 @@ class WorkerSession:
             stale_after=self.tracker.config.stale_after,
         )
         db.logical_workers.attach_to_active_runs(logical.id)
+        dropped = sorted(set(self.queues) - set(queues))
+        if dropped:  # runs waiting there may have lost their last live consumer
+            db.runs.refresh_queues(dropped)
         self.physical_id, self.queues = physical.id, queues
+        self._start_beacon(physical.id)
+
+    def _start_beacon(self, worker_id: str) -> None:
+        if self.beacon is not None and self.beacon.alive and self.beacon.worker_id == worker_id:
+            return
+        if self.beacon is not None:
+            self.beacon.stop()
+        try:
+            self.beacon = Beacon(self.tracker, worker_id)
+        except Exception as exc:  # no beacon: this thread beats instead
+            self.beacon = None
+            logger.warning("merlin_tracking: heartbeat process did not start: %s", exc)
 
     def _heartbeat_loop(self) -> None:
         interval = self.tracker.config.heartbeat_interval
@@ -108,31 +200,35 @@ class WorkerSession:
                 self.beat()
                 next_beat = time.monotonic() + interval
             due = self.tracker.settle_due
-            settle_due = due is not None and now >= due
-            # Every heartbeat settles too: runs counted at other workers complete even when
-            # those workers are gone (no monitor process needed).
-            if beat_due or settle_due:
-                self.settle(due if settle_due else None)
+            if due is not None and now >= due:
+                self.catch_up(due)
 
-    def settle(self, due: float | None) -> None:
-        """Complete the runs whose settle time has passed (see ``TrackingStore.settle_runs``);
-        ``due``: the deadline this call answers, forgotten unless a newer receipt moved it."""
+    def catch_up(self, due: float | None) -> None:
+        """Apply what time made due (``TrackingStore.catch_up``): here, runs counted at this
+        worker whose settle time passed. ``due``: the deadline this call answers, forgotten
+        unless a newer receipt moved it."""
         if due is not None and self.tracker.settle_due == due:
             self.tracker.settle_due = None
         try:
-            self.tracker.db.runs.settle()
+            self.tracker.db.runs.catch_up()
         except Exception as exc:
-            logger.debug("merlin_tracking: settling runs failed: %s", exc)
+            logger.debug("merlin_tracking: catching up failed: %s", exc)
 
     def beat(self) -> None:
-        """One heartbeat: re-register when queues changed or the record vanished."""
+        """One look at the worker: re-register when queues changed or the record vanished;
+        heartbeat and catch up here when the beacon is not running."""
         try:
+            physical = self.tracker.db.physical_workers
+            beacon_beats = self.beacon is not None and self.beacon.alive
             if (
                 self.physical_id is None
                 or consumed_queues(self.consumer) != self.queues
-                or not self.tracker.db.physical_workers.heartbeat(self.physical_id)
+                or (beacon_beats and physical.find(self.physical_id) is None)
+                or (not beacon_beats and not physical.heartbeat(self.physical_id))
             ):
                 self._register()
+            elif not beacon_beats:
+                self.tracker.db.runs.catch_up()
             if self._warned:
                 logger.warning("merlin_tracking: worker records reachable again")
                 self._warned = False
@@ -142,10 +238,16 @@ class WorkerSession:
                 self._warned = True
 
     def stop(self) -> None:
-        """Worker shutdown: flush task events, then STOPPED with the pid cleared."""
+        """The worker has shut down: flush task events, end the beats, then STOPPED with the
+        pid cleared (tasks it still held become LOST). Runs once."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._stop.set()
         self.tracker.wakeup.set()
         self.tracker.flush(5.0)
+        if self.beacon is not None:
+            self.beacon.stop()
         if self.physical_id is None:
             return
         try:
@@ -177,6 +279,8 @@ class TrackingStep(bootsteps.StartStopStep):  # type: ignore[misc]
         pass
 
     def shutdown(self, parent: Any) -> None:
+        # Celery shuts the consumer down once every worker step stopped: after a warm
+        # shutdown's running tasks finished (the pool has stopped), at once after a cold one.
         if self.session is not None:
             self.session.stop()
             self.session = None

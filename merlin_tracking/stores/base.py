@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from merlin_tracking.errors import InvalidRecordError
+from merlin_tracking.errors import InvalidRecordError, StoreError
 from merlin_tracking.ids import id_sort_key
 from merlin_tracking.records import (
     LogicalWorker,
@@ -27,6 +27,7 @@ from merlin_tracking.records import (
     Run,
     RunStatus,
     Study,
+    Task,
 )
 from merlin_tracking.records.events import TaskEvent
 
@@ -62,6 +63,17 @@ class DanglingReference:
 
 
 Filters = Mapping[str, Sequence[str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class CatchUp:
+    """What ``TrackingStore.catch_up`` applied."""
+
+    completed: tuple[str, ...] = ()  # runs that completed once their settle time passed
+    stalled_workers: tuple[str, ...] = ()  # physical workers found stale (their tasks LOST)
+
+    def __bool__(self) -> bool:
+        return bool(self.completed or self.stalled_workers)
 
 
 class TrackingStore(ABC):
@@ -130,22 +142,56 @@ class TrackingStore(ABC):
 
     @abstractmethod
     def apply_task_events(self, events: Sequence[TaskEvent], settle: float = 0.0) -> list[str]:
-        """Apply task events in order, atomically, keeping run counters and status exact.
+        """Apply task events in order, atomically: the task ledger, run counters and status.
 
-        Each task id counts once per counter whatever the order of events from different
-        processes (``tasks_retried`` counts retry events). Status: QUEUED on publish, RUNNING on
-        start, FAILED on a failure, COMPLETED once every counted task finished without failure,
-        no launch is publishing and ``settle_until`` has passed; terminal statuses are never
-        left. A RECEIVED event (a task first counted at a worker) sets the run's
-        ``settle_until`` to now + ``settle`` seconds. A published queue joins the run's queues
-        and attaches its logical workers. Returns ids of runs that do not exist (their events
-        are dropped).
+        The rules are ``stores/rules.py`` (each task id counts once per counter whatever the
+        order of events from different processes; ``tasks_retried`` counts retry events;
+        ``tasks_lost`` counts the tasks lost now). Status: see ``rules.next_status``. An event
+        flagged COUNTED_AT_WORKER (a task no tracked publisher counted) pushes the run's
+        ``settle_until`` to now + ``settle`` seconds; the success of a task flagged ENDS_RUN
+        clears it. A published or received queue joins the run's queues and attaches its
+        logical workers. Returns ids of runs that do not exist (their events are dropped).
         """
 
     @abstractmethod
-    def settle_runs(self) -> list[str]:
-        """Refresh the status of runs whose ``settle_until`` has passed since their tasks were
-        all done; return the ids of the runs that completed."""
+    def catch_up(self) -> CatchUp:
+        """Apply what time alone made due, so every reader sees it (cheap when nothing is due):
+        stale workers are stored STALLED and the tasks they held become LOST; runs whose settle
+        time passed are judged again; task records past their run's retention are dropped."""
+
+    def catch_up_before_read(self) -> None:
+        """Have the next read of this thread start with ``catch_up`` (best effort: a refused
+        catch-up leaves the ledger as it is). A store may fold it into that read's round
+        trip; by default it runs now."""
+        try:
+            self.catch_up()
+        except StoreError:
+            pass
+
+    @abstractmethod
+    def stop_worker(self, worker_id: str, at: datetime) -> PhysicalWorker:
+        """A worker shut down: STOPPED with its pid cleared and ``at`` as its last heartbeat;
+        tasks it still held become LOST, the runs on its queues are judged again. Raises
+        ``WorkerNotFoundError`` if it is missing."""
+
+    @abstractmethod
+    def refresh_runs_on_queues(self, queues: Sequence[str]) -> None:
+        """Judge again the status of the active runs using these queues (their consumers
+        changed: a worker started, stopped or dropped a queue)."""
+
+    # ------------------------------------------------------------------ the task ledger
+    @abstractmethod
+    def run_tasks(self, run_id: str) -> list[Task]:
+        """Every task record of a run, in the order the ledger first saw them (by
+        ``created_at``, then id); an empty list for a run without tasks or records."""
+
+    @abstractmethod
+    def find_task(self, task_id: str) -> Task | None:
+        """The record of task ``task_id`` (in the newest run that has one), else None."""
+
+    @abstractmethod
+    def delete_task(self, run_id: str, task_id: str) -> bool:
+        """Delete one task record (the run's counters stay); return whether it existed."""
 
     @abstractmethod
     def change_publishing(self, run_id: str, delta: int) -> RunStatus | None:
@@ -161,12 +207,13 @@ class TrackingStore(ABC):
 
     @abstractmethod
     def attach_worker_to_runs(self, worker_id: str) -> list[str]:
-        """Attach a logical worker to every active run consuming one of its queues; return the
-        ids of the runs newly attached."""
+        """Attach a logical worker to every active run consuming one of its queues, and judge
+        those runs again (a STALLED run has a consumer now); return the ids newly attached."""
 
     @abstractmethod
     def heartbeat(self, worker_id: str, at: datetime) -> bool:
-        """Record a physical worker's heartbeat and renew its liveness; False if it is gone."""
+        """Record a physical worker's heartbeat and renew its liveness (a worker stored STALLED
+        is RUNNING again, and the runs on its queues are judged again); False if it is gone."""
 
     @abstractmethod
     def find_dangling(self) -> list[DanglingReference]:
@@ -239,6 +286,7 @@ class TrackingStore(ABC):
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "CatchUp",
     "DanglingReference",
     "Filters",
     "LogicalWorker",

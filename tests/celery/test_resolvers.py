@@ -27,6 +27,7 @@ from merlin_tracking import RunStatus, TrackingDatabase
 from merlin_tracking.config import ConfigurationError, TrackingConfig
 from merlin_tracking.resolvers import (
     TaskMessage,
+    auto_resolver,
     headers_resolver,
     load_resolver,
     workflow_resolver,
@@ -54,10 +55,15 @@ def conf(value: Any) -> TrackingConfig:
     )
 
 
-def test_default_is_headers() -> None:
+def test_default_is_auto_headers_then_merlin() -> None:
     config = TrackingConfig.from_app_conf({"tracking_url": URL}, environ={})
-    assert config.run_resolver == "headers"
-    assert load_resolver(config.run_resolver) is headers_resolver
+    assert config.run_resolver == "auto"
+    auto = load_resolver(config.run_resolver)
+    assert auto is auto_resolver
+    assert auto(message("app.add", "1")) is None  # not Merlin's: only headers count
+    merlin = message("merlin:mark_run_as_complete", "2")
+    merlin._loaded = (("/out/hello_20240101-120000",), {}, None)
+    assert auto(merlin) == RunIdentity("hello", "/out/hello_20240101-120000")
 
 
 def test_builtin_names() -> None:
@@ -539,9 +545,12 @@ def test_run_counted_at_the_worker_waits_for_the_next_wave(
             time.sleep(0.1)
         assert datetime.now(timezone.utc) < first.settle_until  # the wave comes in time
         send(2)
+        second = wait_for(lambda: (r := db.runs.get(run_id)).tasks_queued == 3 and r)
+        assert second and second.settle_until is not None
+        assert second.settle_until > first.settle_until  # the second wave pushed it back
         done = wait_for_run(db, run_id, counters(3), RunStatus.COMPLETED, timeout=60)
-        assert done.settle_until is not None and done.settle_until > first.settle_until
-        assert done.updated_at >= done.settle_until
+        assert done.settle_until is None  # nothing left to wait for
+        assert done.updated_at >= second.settle_until
     assert [r.id for r in db.runs.get_all()] == [run_id]
 
 
@@ -563,10 +572,10 @@ def test_worker_applies_the_settle_time_without_waiting_for_a_heartbeat(
     with untracked_waves(redis_url, prefix) as send, embedded_worker(app, "solo", prefix):
         send(3)
         run_id = db_run_id(db, "/ws/fixed")
-        wait_for(lambda: db.runs.get(run_id).tasks_succeeded == 3, timeout=30)
+        settling = wait_for(lambda: (r := db.runs.get(run_id)).tasks_succeeded == 3 and r, 30)
+        assert settling and settling.settle_until is not None
         done = wait_for_run(db, run_id, counters(3), RunStatus.COMPLETED, timeout=15)
-        assert done.settle_until is not None
-        late = (datetime.now(timezone.utc) - done.settle_until).total_seconds()
+        late = (done.updated_at - settling.settle_until).total_seconds()
         assert late < 10, late  # long before the next heartbeat (60 s)
 
 

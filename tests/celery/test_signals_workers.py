@@ -137,7 +137,7 @@ def test_worker_started_after_the_run_attaches_to_it(
     t = define_tasks(app)
     install(app)
     run = launch_study(app, "late", "/ws/late", group(t.add.s(i, i) for i in range(3)))
-    assert run.status is RunStatus.QUEUED
+    assert run.status is RunStatus.STALLED  # no live worker consumes its queue yet
     assert run.workers == ()
     with embedded_worker(app, "solo", prefix):
         wait_for_run(db, run.id, counters(3), RunStatus.COMPLETED, timeout=15)
@@ -250,5 +250,5 @@ def test_publishers_in_eight_processes_create_exactly_one_run(
     assert run.tasks_queued == processes * per_process
     assert run.counters == counters(processes * per_process, started=0, succeeded=0)
     assert run.queues == (queue_name(prefix),)
-    assert run.status is RunStatus.QUEUED
+    assert run.status is RunStatus.STALLED  # queued where no live worker consumes
     assert len(db.studies.get_all()) == 1

@@ -254,8 +254,8 @@ def test_sigkill_reads_stalled_while_a_busy_live_worker_reads_running(
     assert len(live_reads) > 20
     assert live.proc.poll() is None
 
-    # Storage still says RUNNING with the old pid; only the reading is derived.
-    assert raw_status(raw_redis, ledger.prefix, victim_record.id) == "RUNNING"
+    # The live worker's beacon caught up: the stale worker is stored STALLED, with its old pid.
+    assert raw_status(raw_redis, ledger.prefix, victim_record.id) == "STALLED"
     victim_now = reader.physical_workers.get(victim.node)
     assert (victim_now.status, victim_now.pid) == (WorkerStatus.STALLED, victim.pid)
     assert [w.id for w in reader.physical_workers.get_all({"status": "STALLED"})] == [

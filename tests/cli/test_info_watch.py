@@ -55,6 +55,7 @@ def test_info_json(cli: Cli, busy: dict[str, str], prefix: str) -> None:
         "INITIALIZED": 1,
         "QUEUED": 0,
         "RUNNING": 1,
+        "STALLED": 0,
         "COMPLETED": 1,
         "CANCELLED": 0,
         "FAILED": 0,

@@ -52,6 +52,7 @@ def test_list_newest_first_as_table_and_json(cli: Cli, ledger: dict[str, str]) -
         "failed": 0,
         "retried": 0,
         "revoked": 0,
+        "lost": 0,
     }
     assert run_a["tasks_finished"] == 2 and run_a["progress"] == 0.5 and run_a["active"] is True
     assert datetime.fromisoformat(run_a["created_at"]).tzinfo is not None
@@ -251,17 +252,20 @@ def test_readers_complete_a_settled_run_when_no_worker_is_left(
     once the settle time has passed, the CLI applies the completion itself."""
     import time
 
-    from merlin_tracking.records.events import TaskEvent, TaskEventKind
+    from merlin_tracking.records import Run
+    from merlin_tracking.records.events import COUNTED_AT_WORKER, TaskEvent, TaskEventKind
 
     run = db.runs.create("sweep", "/ws/settling", [])
-    db.runs.record_events([TaskEvent(run.id, "t", TaskEventKind.RECEIVED, "sim")], settle=1.5)
+    received = TaskEvent(run.id, "t", TaskEventKind.RECEIVED, "sim", flags=COUNTED_AT_WORKER)
+    db.runs.record_events([received], settle=1.5)
     db.runs.record_events([TaskEvent(run.id, "t", TaskEventKind.RAN)])
     shown = ok(cli("runs", "show", run.id))
     assert "RUNNING" in shown and "more tasks may still arrive until" in shown
     settle_until = db.runs.get(run.id).settle_until
     assert settle_until is not None
     time.sleep(max(0.0, (settle_until - datetime.now(timezone.utc)).total_seconds()) + 0.05)
-    assert db.runs.get(run.id).status is RunStatus.RUNNING  # nobody applied it yet
+    stored = db.store.fetch(Run, run.id)  # the store as it is, before any reader caught up
+    assert stored is not None and stored.status is RunStatus.RUNNING
     listed = cli.json("runs", "list", "--status", "completed")
     assert [doc["id"] for doc in listed["runs"]] == [run.id]
     assert "Settling" not in ok(cli("runs", "show", run.id))

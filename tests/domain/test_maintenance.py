@@ -16,7 +16,7 @@ from merlin_tracking import (
     TrackingDatabase,
     WorkerStatus,
 )
-from merlin_tracking.records.events import TaskEvent, TaskEventKind
+from merlin_tracking.records.events import COUNTED_AT_WORKER, TaskEvent, TaskEventKind
 
 
 def _run_with_history(db: TrackingDatabase) -> str:
@@ -67,7 +67,9 @@ def test_import_after_delete_restores_the_same_run(db: TrackingDatabase) -> None
 
 def test_an_imported_settling_run_still_completes_once_settled(db: TrackingDatabase) -> None:
     run = db.runs.create("s", "/ws/settling", [])
-    db.runs.record_events([TaskEvent(run.id, "t", TaskEventKind.RECEIVED, "q")], settle=0.5)
+    db.runs.record_events(
+        [TaskEvent(run.id, "t", TaskEventKind.RECEIVED, "q", flags=COUNTED_AT_WORKER)], settle=0.5
+    )
     db.runs.record_events([TaskEvent(run.id, "t", TaskEventKind.RAN)])
     document = db.export_run(run.id)
     db.runs.delete(run.id)

@@ -138,6 +138,7 @@ def test_count_by_status_lists_every_status(db: TrackingDatabase, ledger: dict[s
         "INITIALIZED": 3,
         "QUEUED": 0,
         "RUNNING": 1,
+        "STALLED": 0,
         "COMPLETED": 0,
         "CANCELLED": 1,
         "FAILED": 0,

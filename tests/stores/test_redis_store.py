@@ -125,7 +125,7 @@ def test_schema_version_is_stored_and_checked(
 ) -> None:
     run = redis_db.runs.create("s", "/ws/1", ["q"])
     key = "{" + prefix + "}:run:" + run.id[1:]  # run r12 is stored under :run:12
-    assert raw_redis.hget(key, "v") == b"1"
+    assert raw_redis.hget(key, "v") == str(Run.SCHEMA_VERSION).encode()
     assert raw_redis.hget(key, "workspace") == b'"/ws/1"'
     raw_redis.hset(key, "v", str(Run.SCHEMA_VERSION + 1))
     with pytest.raises(TrackingError, match="upgrade"):

@@ -14,7 +14,7 @@ from merlin_tracking import (
     TrackingDatabase,
     WorkerStatus,
 )
-from merlin_tracking.records.events import TaskEvent, TaskEventKind
+from merlin_tracking.records.events import COUNTED_AT_WORKER, TaskEvent, TaskEventKind
 
 P, S, RT, OK, KO, RV = (
     TaskEventKind.PUBLISHED,
@@ -24,6 +24,13 @@ P, S, RT, OK, KO, RV = (
     TaskEventKind.FAILED,
     TaskEventKind.REVOKED,
 )
+
+
+@pytest.fixture(autouse=True)
+def consumer(db: TrackingDatabase) -> None:
+    """A live worker on queue "q": runs whose tasks wait there can progress (not STALLED)."""
+    lw = db.logical_workers.create("consumer", ["q"])
+    db.physical_workers.create("consumer@test", pid=1, logical_worker_id=lw.id)
 
 
 def events(run_id: str, *steps: tuple[str, TaskEventKind]) -> list[TaskEvent]:
@@ -48,6 +55,7 @@ def test_happy_path_counts_and_statuses(db: TrackingDatabase) -> None:
         "failed": 0,
         "retried": 0,
         "revoked": 0,
+        "lost": 0,
     }
     assert db.runs.get_all({"status": "completed"}) == [done]
 
@@ -192,9 +200,9 @@ def test_stalled_when_liveness_expires(db: TrackingDatabase) -> None:
     time.sleep(0.4)
     assert db.physical_workers.get(pw.id).status is WorkerStatus.STALLED
     assert db.physical_workers.get_all({"status": "stalled"})[0].id == pw.id
-    assert db.physical_workers.get_all({"status": "running"}) == []
+    assert db.physical_workers.get_all({"status": "running", "name": "w@n"}) == []
     db.physical_workers.heartbeat(pw.id)
-    assert db.physical_workers.get_all({"status": "running"})[0].id == pw.id
+    assert db.physical_workers.get_all({"status": "running", "name": "w@n"})[0].id == pw.id
 
 
 def test_worker_without_threshold_never_stalls(db: TrackingDatabase) -> None:
@@ -230,6 +238,7 @@ def test_coalesced_start_and_success_count_like_the_pair(db: TrackingDatabase) -
         "failed": 1,
         "retried": 0,
         "revoked": 0,
+        "lost": 0,
     }
     assert done.status is RunStatus.FAILED
 
@@ -266,7 +275,7 @@ RCV = TaskEventKind.RECEIVED
 
 def received(run_id: str, *tasks: str) -> list[TaskEvent]:
     """Tasks first counted at a worker (their publisher was not tracked)."""
-    return [TaskEvent(run_id, task, RCV, "q") for task in tasks]
+    return [TaskEvent(run_id, task, RCV, "q", flags=COUNTED_AT_WORKER) for task in tasks]
 
 
 def wait_past(moment: datetime | None) -> None:
@@ -349,9 +358,10 @@ def test_settling_run_deleted_or_cancelled_is_left_alone(db: TrackingDatabase) -
     for run in (gone, kept):
         db.runs.record_events(received(run.id, "t"), settle=0.3)
         db.runs.record_events(events(run.id, ("t", S), ("t", OK)))
+    until = db.runs.get(kept.id).settle_until
     db.runs.delete(gone.id)
-    db.runs.cancel(kept.id)
-    wait_past(db.runs.get(kept.id).settle_until)
+    assert db.runs.cancel(kept.id).settle_until is None  # a cancelled run waits for nothing
+    wait_past(until)
     assert db.runs.settle() == []
     assert db.runs.get(kept.id).status is RunStatus.CANCELLED
 
@@ -382,5 +392,6 @@ def test_a_large_batch_counts_every_task_once(db: TrackingDatabase) -> None:
         "failed": 0,
         "retried": 0,
         "revoked": 0,
+        "lost": 0,
     }
     assert done.status is RunStatus.COMPLETED

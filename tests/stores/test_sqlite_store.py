@@ -40,7 +40,8 @@ TABLES = (
     "study",
     "run",
     "run_queue",
-    "task_state",
+    "task",
+    "run_waiting",
     "logical_worker",
     "lw_queue",
     "run_worker",
@@ -206,10 +207,11 @@ def test_task_events_from_8_processes_count_exactly(sqlite_url: str, prefix: str
         "failed": 0,
         "retried": 0,
         "revoked": 0,
+        "lost": 0,
     }
     assert mid.status is RunStatus.RUNNING  # a launch is still publishing
     assert db.runs.change_publishing(run.id, -1) is RunStatus.COMPLETED
-    assert rows_of(sqlite_url, prefix)["task_state"] == 400
+    assert rows_of(sqlite_url, prefix)["task"] == 400
 
 
 def test_16_upserts_of_one_worker_with_different_pids(sqlite_url: str, prefix: str) -> None:
@@ -389,13 +391,13 @@ def test_delete_everything_empties_the_prefix(ledger: TrackingDatabase, sqlite_u
     assert rows_of(sqlite_url, prefix) == dict.fromkeys(TABLES, 0)
 
 
-def test_deleting_a_run_removes_its_task_states(ledger: TrackingDatabase, sqlite_url: str) -> None:
+def test_deleting_a_run_removes_its_task_records(ledger: TrackingDatabase, sqlite_url: str) -> None:
     run = ledger.runs.create("s", "/ws", ["q"])
     ledger.runs.record_events([TaskEvent(run.id, "t", TaskEventKind.PUBLISHED, "q")])
     prefix = ledger.store.prefix  # type: ignore[attr-defined]
-    assert rows_of(sqlite_url, prefix)["task_state"] == 1
+    assert rows_of(sqlite_url, prefix)["task"] == 1
     ledger.runs.delete(run.id)
-    assert rows_of(sqlite_url, prefix)["task_state"] == 0
+    assert rows_of(sqlite_url, prefix)["task"] == 0
 
 
 def test_gc_repairs_rows_removed_by_hand(ledger: TrackingDatabase, sqlite_url: str) -> None:
@@ -471,8 +473,8 @@ def test_newer_record_version_is_refused(ledger: TrackingDatabase, sqlite_url: s
     with closing(raw(sqlite_url)) as conn:
         (text,) = conn.execute("SELECT fields FROM run WHERE id = ?", (run.id,)).fetchone()
         fields = json.loads(text)
-        assert fields["v"] == "1" and fields["workspace"] == '"/ws/1"'
-        fields["v"] = "2"
+        assert fields["v"] == "2" and fields["workspace"] == '"/ws/1"'
+        fields["v"] = "3"
         conn.execute("UPDATE run SET fields = ? WHERE id = ?", (json.dumps(fields), run.id))
     with pytest.raises(TrackingError, match="upgrade"):
         ledger.runs.get(run.id)

@@ -189,6 +189,7 @@ def counters(
     failed: int = 0,
     retried: int = 0,
     revoked: int = 0,
+    lost: int = 0,
 ) -> dict[str, int]:
     """Expected counters; ``started`` and ``succeeded`` default to ``queued``."""
     return {
@@ -198,6 +199,7 @@ def counters(
         "failed": failed,
         "retried": retried,
         "revoked": revoked,
+        "lost": lost,
     }
 
 

@@ -82,6 +82,7 @@ def exact(n: int) -> dict[str, int]:
         "failed": 0,
         "retried": 0,
         "revoked": 0,
+        "lost": 0,
     }
 
 

@@ -16,7 +16,7 @@ import redis
 from merlin_tracking.records import Record, Run, RunStatus
 from merlin_tracking.stores.base import Filters
 from merlin_tracking.stores.redis.keys import ENTITY_SEGMENT, KeySpace, digest, run_id_of, text
-from merlin_tracking.stores.redis.scripts import RunScript
+from merlin_tracking.stores.redis.pipes import Reads
 
 # A group: the set keys whose union it is, or {"ids": [...]} for ids found in a unique index.
 Group = list[str] | dict[str, list[str]]
@@ -30,7 +30,7 @@ def all_ids_group(keys: KeySpace, record_type: type[Record]) -> list[str]:
 
 
 def _filter_group(
-    client: redis.Redis, keys: KeySpace, record_type: type[Record], name: str, values: Sequence[str]
+    reads: Reads, keys: KeySpace, record_type: type[Record], name: str, values: Sequence[str]
 ) -> Group:
     k = keys.key
     entity = record_type.ENTITY
@@ -48,7 +48,7 @@ def _filter_group(
             return [k("pw", name, v) for v in values]
     # Unique fields (study name, physical worker name): resolve through the index.
     index = k(ENTITY_SEGMENT[entity], "name")
-    found = client.hmget(index, [digest(v) for v in values])
+    (found,) = reads.run(lambda pipe: pipe.hmget(index, [digest(v) for v in values]))
     return {"ids": sorted({text(i) for i in found if i is not None})}
 
 
@@ -57,34 +57,34 @@ def _found_id(record_type: type[Record], member: bytes | str) -> str:
 
 
 def matching_ids(
-    client: redis.Redis,
-    keys: KeySpace,
-    run_script: RunScript,
-    record_type: type[Record],
-    filters: Filters,
+    reads: Reads, keys: KeySpace, record_type: type[Record], filters: Filters
 ) -> list[str]:
     """Ids of the records matching ``filters`` (all of them when empty), unordered."""
-    groups = [_filter_group(client, keys, record_type, n, v) for n, v in filters.items()]
+    groups = [_filter_group(reads, keys, record_type, n, v) for n, v in filters.items()]
     if not groups:
         groups = [all_ids_group(keys, record_type)]
     if any(isinstance(g, dict) and not g["ids"] for g in groups):
         return []
     first = groups[0]
     if len(groups) == 1 and isinstance(first, list):
-        members = client.sunion(first) if first else set()
-        return [_found_id(record_type, m) for m in members]
-    if all(isinstance(g, list) and len(g) == 1 for g in groups):
+        if not first:
+            return []
+        (members,) = reads.run(lambda pipe: pipe.sunion(first))
+    elif all(isinstance(g, list) and len(g) == 1 for g in groups):
         # One index per filter key: Redis's own SINTER walks the smallest set.
-        found = client.sinter([g[0] for g in groups if isinstance(g, list)])
-        return [_found_id(record_type, m) for m in found]
-    payload = json.dumps(groups, ensure_ascii=False)
-    found = run_script("find_ids", [payload])
-    return [_found_id(record_type, m) for m in found]
+        firsts = [g[0] for g in groups if isinstance(g, list)]
+        (members,) = reads.run(lambda pipe: pipe.sinter(firsts))
+    else:
+        payload = json.dumps(groups, ensure_ascii=False)
+        (members,) = reads.run(lambda pipe: reads.script(pipe, "find_ids", [payload]))
+    return [_found_id(record_type, m) for m in members]
 
 
-def count_records(client: redis.Redis, keys: KeySpace, record_type: type[Record]) -> int:
+def count_records(reads: Reads, keys: KeySpace, record_type: type[Record]) -> int:
     """Number of records of a type: one pipelined SCARD per set of ``all_ids_group``."""
-    pipe = client.pipeline(transaction=False)
-    for key in all_ids_group(keys, record_type):
-        pipe.scard(key)
-    return sum(int(n) for n in pipe.execute())
+
+    def queue(pipe: redis.client.Pipeline) -> None:
+        for key in all_ids_group(keys, record_type):
+            pipe.scard(key)
+
+    return sum(int(n) for n in reads.run(queue))

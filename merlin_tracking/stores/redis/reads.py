@@ -23,6 +23,7 @@ from merlin_tracking.stores.redis.keys import (
     run_member,
     text,
 )
+from merlin_tracking.stores.redis.pipes import Reads
 
 R = TypeVar("R", bound=Record)
 
@@ -102,9 +103,7 @@ def decode_fetch(record_type: type[R], reply: Sequence[Any]) -> R | None:
     return record
 
 
-def fetch_many(
-    client: redis.Redis, keys: KeySpace, record_type: type[R], ids: Sequence[str]
-) -> list[R]:
+def fetch_many(reads: Reads, keys: KeySpace, record_type: type[R], ids: Sequence[str]) -> list[R]:
     """Records for ``ids`` in order, missing ones skipped: one pipelined round trip per page."""
     entity = record_type.ENTITY
     segment = ENTITY_SEGMENT[entity]
@@ -115,15 +114,17 @@ def fetch_many(
     records: list[R] = []
     for start in range(0, len(ids), PAGE_SIZE):
         page = ids[start : start + PAGE_SIZE]
-        pipe = client.pipeline(transaction=False)
-        for record_id in page:
-            member = run_member(record_id) if is_run else record_id
-            pipe.hgetall(keys.record(entity, member))
-            for name in relations:
-                pipe.smembers(keys.key(segment, member, RELATION_SUFFIX[name]))
-            if liveness:
-                pipe.exists(keys.key("pw", member, "alive"))
-        replies = pipe.execute()
+
+        def queue(pipe: redis.client.Pipeline, page: Sequence[str] = page) -> None:
+            for record_id in page:
+                member = run_member(record_id) if is_run else record_id
+                pipe.hgetall(keys.record(entity, member))
+                for name in relations:
+                    pipe.smembers(keys.key(segment, member, RELATION_SUFFIX[name]))
+                if liveness:
+                    pipe.exists(keys.key("pw", member, "alive"))
+
+        replies = reads.run(queue)
         for index, record_id in enumerate(page):
             base = index * step
             raw = replies[base]

@@ -1,9 +1,11 @@
 """Loads the Lua scripts of ``lua/`` and registers them on a client.
 
 The scripts live in one file per kind of record so each reads on its own; ``prelude.lua`` holds
-the helpers they share, once. A file holds helpers of its own (above its first ``--@@ name``
-marker line) and then its scripts, one per marker. Each registered script is the prelude, its
-file's helpers and its body: Redis runs every script in isolation, so each carries what it uses.
+the helpers they all share, ``lib/*.lua`` the larger ones some share (the task ledger, run
+status), each once. A file may start with ``--@uses lib lib...``, then holds helpers of its own
+(above its first ``--@@ name`` marker line) and then its scripts, one per marker. Each
+registered script is the prelude, the libraries its file uses (in that order), its file's
+helpers and its body: Redis runs every script in isolation, so each carries what it uses.
 redis-py's ``Script`` runs it with EVALSHA and reloads it if the server forgot it (restart,
 SCRIPT FLUSH).
 
@@ -24,23 +26,33 @@ from redis.commands.core import Script
 RunScript = Callable[[str, Sequence[Any]], Any]
 
 _MARKER = "\n--@@ "
+_USES = "--@uses "
 _PRELUDE = "prelude.lua"
 
 
 def _sources() -> dict[str, str]:
     folder = resources.files(__package__).joinpath("lua")
     prelude = folder.joinpath(_PRELUDE).read_text(encoding="utf-8")
+    library = folder.joinpath("lib")
     sources: dict[str, str] = {}
     for file in sorted(folder.iterdir(), key=lambda f: f.name):
         if not file.name.endswith(".lua") or file.name == _PRELUDE:
             continue
-        helpers, *bodies = file.read_text(encoding="utf-8").split(_MARKER)
+        text = file.read_text(encoding="utf-8")
+        libraries = ""
+        if text.startswith(_USES):
+            uses, _, text = text.partition("\n")
+            libraries = "".join(
+                library.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+                for name in uses[len(_USES) :].split()
+            )
+        helpers, *bodies = text.split(_MARKER)
         for body in bodies:
             name, _, code = body.partition("\n")
             name = name.strip()
             if name in sources:
                 raise RuntimeError(f"Lua script {name!r} is defined twice (again in {file.name})")
-            sources[name] = prelude + helpers + code
+            sources[name] = prelude + libraries + helpers + code
     return sources
 
 

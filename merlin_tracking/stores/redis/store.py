@@ -22,14 +22,29 @@ from merlin_tracking.errors import (
     StudyNotFoundError,
     WorkerNotFoundError,
 )
-from merlin_tracking.ids import run_id
-from merlin_tracking.records import LogicalWorker, PhysicalWorker, Record, Run, RunStatus, Study
+from merlin_tracking.ids import id_sort_key, run_id
+from merlin_tracking.records import (
+    LogicalWorker,
+    PhysicalWorker,
+    Record,
+    Run,
+    RunStatus,
+    Study,
+    Task,
+)
 from merlin_tracking.records.events import TaskEvent
-from merlin_tracking.stores.base import DEFAULT_PREFIX, DanglingReference, Filters, TrackingStore
-from merlin_tracking.stores.redis import creation, maintenance, reads, scripts
+from merlin_tracking.stores.base import (
+    DEFAULT_PREFIX,
+    CatchUp,
+    DanglingReference,
+    Filters,
+    TrackingStore,
+)
+from merlin_tracking.stores.redis import creation, ledger, maintenance, reads, scripts
 from merlin_tracking.stores.redis.connection import client_for, store_errors
 from merlin_tracking.stores.redis.filters import count_records, matching_ids
 from merlin_tracking.stores.redis.keys import ENTITY_SEGMENT, KeySpace, run_id_of, run_member, text
+from merlin_tracking.stores.redis.pipes import Reads
 from merlin_tracking.urls import mask_url
 
 R = TypeVar("R", bound=Record)
@@ -59,6 +74,9 @@ class RedisStore(TrackingStore):
         self.keys = KeySpace(prefix)
         self._raw_url = url
         self._scripts = scripts.register(client_for(url))
+        self._reads = Reads(
+            lambda: self.client, self._scripts, self.keys.tag, self.url, lambda: [_updated_at()]
+        )
 
     @property
     def client(self) -> redis.Redis:
@@ -145,8 +163,25 @@ class RedisStore(TrackingStore):
         missing = self._run("task_events", [payload, _updated_at(), settle_micros])
         return [by_member.get(text(member), run_id_of(member)) for member in missing]
 
-    def settle_runs(self) -> list[str]:
-        return [run_id_of(member) for member in self._run("settle_runs", [_updated_at()])]
+    def catch_up_before_read(self) -> None:
+        self._reads.ask_catch_up()
+
+    def catch_up(self) -> CatchUp:
+        completed, stalled = self._run("catch_up", [_updated_at()])
+        return CatchUp(tuple(run_id_of(m) for m in completed), tuple(text(w) for w in stalled))
+
+    def stop_worker(self, worker_id: str, at: datetime) -> PhysicalWorker:
+        stamp = PhysicalWorker.encode_field("heartbeat_timestamp", at)
+        if not self._run("stop_worker", [worker_id, stamp]):
+            raise WorkerNotFoundError(worker_id)
+        worker = self.fetch(PhysicalWorker, worker_id)
+        if worker is None:  # deleted in between
+            raise WorkerNotFoundError(worker_id)
+        return worker
+
+    def refresh_runs_on_queues(self, queues: Sequence[str]) -> None:
+        if queues:
+            self._run("refresh_runs_on_queues", list(queues))
 
     def change_publishing(self, run_id: str, delta: int) -> RunStatus | None:
         status = self._run("change_publishing", [run_member(run_id), delta, _updated_at()])
@@ -203,22 +238,31 @@ class RedisStore(TrackingStore):
     def delete_physical_workers(self, worker_ids: Sequence[str]) -> int:
         return self._delete_in_batches("delete_physical_workers", worker_ids)
 
+    # ------------------------------------------------------------------ the task ledger
+    def run_tasks(self, run_id: str) -> list[Task]:
+        return ledger.run_tasks(self._reads, self.keys, run_id)
+
+    def find_task(self, task_id: str) -> Task | None:
+        newest_first = sorted(self.find_ids(Run, {}), key=id_sort_key, reverse=True)
+        return ledger.find_task(self._reads, self.keys, newest_first, task_id)
+
+    def delete_task(self, run_id: str, task_id: str) -> bool:
+        return bool(self._run("delete_task", [run_member(run_id), task_id]))
+
     # ------------------------------------------------------------------ reads
     def fetch(self, record_type: type[R], id_or_key: str) -> R | None:
-        reply = self._run("fetch", reads.fetch_args(record_type, id_or_key))
+        args = reads.fetch_args(record_type, id_or_key)
+        (reply,) = self._reads.run(lambda pipe: self._reads.script(pipe, "fetch", args))
         return reads.decode_fetch(record_type, reply)
 
     def fetch_many(self, record_type: type[R], ids: Sequence[str]) -> list[R]:
-        with store_errors(self.url):
-            return reads.fetch_many(self.client, self.keys, record_type, ids)
+        return reads.fetch_many(self._reads, self.keys, record_type, ids)
 
     def find_ids(self, record_type: type[Record], filters: Filters) -> list[str]:
-        with store_errors(self.url):
-            return matching_ids(self.client, self.keys, self._run, record_type, filters)
+        return matching_ids(self._reads, self.keys, record_type, filters)
 
     def count(self, record_type: type[Record]) -> int:
-        with store_errors(self.url):
-            return count_records(self.client, self.keys, record_type)
+        return count_records(self._reads, self.keys, record_type)
 
     def recent_run_ids(self, limit: int) -> list[str]:
         with store_errors(self.url):

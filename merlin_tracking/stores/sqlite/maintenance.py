@@ -12,7 +12,8 @@ from merlin_tracking.stores.base import DanglingReference
 # Rows that only index or link a record: (table, owner column, owner table).
 _INDEX_ROWS = (
     ("run_queue", "run_id", "run"),
-    ("task_state", "run_id", "run"),
+    ("task", "run_id", "run"),
+    ("run_waiting", "run_id", "run"),
     ("lw_queue", "worker_id", "logical_worker"),
 )
 

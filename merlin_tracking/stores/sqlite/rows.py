@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, TypeVar
 
-from merlin_tracking.ids import run_sequence
+from merlin_tracking.ids import datetime_to_micros, run_sequence
 from merlin_tracking.records import (
     LogicalWorker,
     PhysicalWorker,
@@ -32,7 +32,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "study": ("name",),
     "run": ("study_id", "workspace", "status"),
     "logical_worker": ("name",),
-    "physical_worker": ("name", "status", "host", "logical_worker_id"),
+    "physical_worker": ("name", "status", "host", "logical_worker_id", "alive_until"),
 }
 UNIQUE = {"study": "name", "run": "workspace", "physical_worker": "name"}
 QUEUE_INDEX = {"run": ("run_queue", "run_id"), "logical_worker": ("lw_queue", "worker_id")}
@@ -69,8 +69,24 @@ def marks(values: Sized) -> str:
     return ", ".join("?" * len(values))
 
 
+def alive_until(worker: PhysicalWorker) -> int | None:
+    """Microseconds until which a RUNNING worker reads alive (None: never stale, or not
+    RUNNING): the indexed column that finds stale workers without reading every worker."""
+    if worker.status is not WorkerStatus.RUNNING or worker.stale_after is None:
+        return None
+    last = worker.heartbeat_timestamp or worker.created_at
+    return datetime_to_micros(last) + round(worker.stale_after * 1_000_000)
+
+
+# Columns computed from a record rather than read from one of its attributes.
+_DERIVED: dict[str, Any] = {"alive_until": alive_until}
+
+
 def _column_values(record: Record) -> list[Any]:
-    values = [getattr(record, name) for name in COLUMNS[record.ENTITY]]
+    values = [
+        _DERIVED[name](record) if name in _DERIVED else getattr(record, name)
+        for name in COLUMNS[record.ENTITY]
+    ]
     return [value.value if isinstance(value, Enum) else value for value in values]
 
 

@@ -15,7 +15,8 @@ Relationships are rows, not copies on both sides, so the two sides can never dis
     run.study_id     ``study.runs``
     physical_worker.logical_worker_id   ``lw.physical_workers``
     run_queue / lw_queue                 queue indexes, derived from the records' ``queues``
-    task_state       task id -> state letter, so each task counts once (see ``progress``)
+    task             the task ledger: one row per task of a run (see ``stores/rules.py``)
+    run_waiting      per run and queue, how many of its tasks wait there (STALLED needs it)
 
 Foreign keys stop dangling references (cascades drop links, queue rows and task states with
 their run or worker); a study or logical worker is only deleted after its referrers are detached.
@@ -27,8 +28,42 @@ import sqlite3
 
 from merlin_tracking.errors import TrackingError
 
-#: Version of the table layout below; a file written by a newer layout is refused.
-SCHEMA_VERSION = 1
+#: Version of the table layout below; a file written by a newer layout is refused, an older
+#: one is migrated in place (``MIGRATIONS``) the first time this version opens it.
+SCHEMA_VERSION = 2
+
+# Tables added by schema version 2 (also created by a fresh file).
+TASK_DDL = (
+    """CREATE TABLE IF NOT EXISTS task (
+        ns TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        name TEXT,
+        queue TEXT,
+        worker TEXT,
+        queued_at INTEGER,
+        started_at INTEGER,
+        finished_at INTEGER,
+        error TEXT,
+        PRIMARY KEY (ns, run_id, id),
+        FOREIGN KEY (ns, run_id) REFERENCES run (ns, id) ON DELETE CASCADE
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS task_by_id ON task (ns, id)",
+    "CREATE INDEX IF NOT EXISTS task_by_state ON task (ns, run_id, state)",
+    "CREATE INDEX IF NOT EXISTS task_by_worker ON task (ns, worker, state)",
+    """CREATE TABLE IF NOT EXISTS run_waiting (
+        ns TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (ns, run_id, queue),
+        FOREIGN KEY (ns, run_id) REFERENCES run (ns, id) ON DELETE CASCADE
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS run_by_tasks_expiry ON run (ns, tasks_expire_at)",
+    "CREATE INDEX IF NOT EXISTS physical_worker_by_deadline ON physical_worker (ns, alive_until)",
+)
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS study (
@@ -53,6 +88,7 @@ DDL = (
         workspace TEXT NOT NULL,
         status TEXT NOT NULL,
         fields TEXT NOT NULL,
+        tasks_expire_at INTEGER,
         PRIMARY KEY (ns, id),
         UNIQUE (ns, seq),
         UNIQUE (ns, workspace),
@@ -68,14 +104,6 @@ DDL = (
         FOREIGN KEY (ns, run_id) REFERENCES run (ns, id) ON DELETE CASCADE
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS run_queue_by_queue ON run_queue (ns, queue, run_id)",
-    """CREATE TABLE IF NOT EXISTS task_state (
-        ns TEXT NOT NULL,
-        run_id TEXT NOT NULL,
-        task_id TEXT NOT NULL,
-        state TEXT NOT NULL,
-        PRIMARY KEY (ns, run_id, task_id),
-        FOREIGN KEY (ns, run_id) REFERENCES run (ns, id) ON DELETE CASCADE
-    ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS logical_worker (
         ns TEXT NOT NULL,
         id TEXT NOT NULL,
@@ -109,6 +137,7 @@ DDL = (
         host TEXT,
         logical_worker_id TEXT,
         fields TEXT NOT NULL,
+        alive_until INTEGER,
         PRIMARY KEY (ns, id),
         UNIQUE (ns, name),
         FOREIGN KEY (ns, logical_worker_id) REFERENCES logical_worker (ns, id)
@@ -143,8 +172,38 @@ def _refuse_newer(version: int | None, path: str) -> None:
         )
 
 
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    """Version 1 kept one state letter per task (``task_state``): those become task rows
+    (a task in a started or finished-by-running state counts one attempt), queued tasks are
+    counted per queue of their run, runs get the column of their task records' expiry and
+    physical workers the one of their liveness deadline."""
+    conn.execute("ALTER TABLE run ADD COLUMN tasks_expire_at INTEGER")
+    conn.execute("ALTER TABLE physical_worker ADD COLUMN alive_until INTEGER")
+    conn.execute(
+        "UPDATE physical_worker SET alive_until = CAST(json_extract(fields, "
+        "'$.heartbeat_timestamp') AS INTEGER) + CAST(json_extract(fields, '$.stale_after') "
+        "* 1000000 AS INTEGER) WHERE status = 'RUNNING' AND json_extract(fields, "
+        "'$.stale_after') IS NOT NULL"
+    )
+    for statement in TASK_DDL:
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO task (ns, run_id, id, state, attempts) SELECT ns, run_id, task_id, state, "
+        "CASE WHEN state IN ('s', 'r', 'S', 'F') THEN 1 ELSE 0 END FROM task_state"
+    )
+    conn.execute(
+        "INSERT INTO run_waiting (ns, run_id, queue, n) SELECT ns, run_id, '', count(*) "
+        "FROM task WHERE state IN ('q', 'r') GROUP BY ns, run_id"
+    )
+    conn.execute("DROP TABLE task_state")
+
+
+#: Migration from version ``n`` to ``n + 1``, run in the write transaction that opens the file.
+MIGRATIONS = {1: _v1_to_v2}
+
+
 def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
-    """Create the tables on first use; refuse a file written by a newer layout.
+    """Create the tables on first use, migrate an older layout in place, refuse a newer one.
 
     The common case (tables present, same version) only reads, so opening a connection never
     queues behind writers; creation runs under the write lock and re-checks, so any number of
@@ -160,13 +219,18 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
         _refuse_newer(version, path)
         if version is None:
             conn.execute(_VERSION_TABLE)
-            for statement in DDL:
+            for statement in (*DDL, *TASK_DDL):
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_info (key, value) VALUES ('version', ?)",
                 (str(SCHEMA_VERSION),),
             )
-        # Migrations from older layouts go here, one version step at a time.
+        else:
+            for step in range(version, SCHEMA_VERSION):
+                MIGRATIONS[step](conn)
+            conn.execute(
+                "UPDATE schema_info SET value = ? WHERE key = 'version'", (str(SCHEMA_VERSION),)
+            )
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -20,17 +20,36 @@ from typing import Any, TypeVar
 
 from merlin_tracking.errors import InvalidRecordError, RunNotFoundError, WorkerNotFoundError
 from merlin_tracking.ids import id_sort_key, looks_like_id
-from merlin_tracking.records import LogicalWorker, PhysicalWorker, Record, Run, RunStatus, Study
+from merlin_tracking.records import (
+    LogicalWorker,
+    PhysicalWorker,
+    Record,
+    Run,
+    RunStatus,
+    Study,
+    Task,
+    WorkerStatus,
+)
 from merlin_tracking.records.events import TaskEvent
 from merlin_tracking.records.run import ACTIVE_STATUSES
 from merlin_tracking.stores.base import (
     DEFAULT_PREFIX,
+    CatchUp,
     DanglingReference,
     Filters,
     TrackingStore,
     check_prefix,
 )
-from merlin_tracking.stores.sqlite import creation, deletion, maintenance, progress, rows
+from merlin_tracking.stores.sqlite import (
+    creation,
+    deletion,
+    liveness,
+    maintenance,
+    progress,
+    reaping,
+    rows,
+    tasks,
+)
 from merlin_tracking.stores.sqlite.connection import Connections, path_from_url
 from merlin_tracking.stores.sqlite.filters import find_ids
 from merlin_tracking.stores.sqlite.schema import SCHEMA_VERSION
@@ -126,14 +145,42 @@ class SqliteStore(TrackingStore):
         with self._db.transaction(write=True) as conn:
             return progress.apply_task_events(conn, self.prefix, events, _now(), settle)
 
-    def settle_runs(self) -> list[str]:
-        # Every live worker calls this each heartbeat: take the write lock only when a run
-        # actually changes (then look again under it).
+    def catch_up(self) -> CatchUp:
+        # Every read and heartbeat calls this: look under a read lock, take the write lock
+        # only when something is due (then look again under it).
+        ns = self.prefix
         with self._db.transaction(write=False) as conn:
-            if not progress.settled_changes(conn, self.prefix, _now()):
-                return []
+            now = _now()
+            if not (
+                liveness.stale_worker_ids(conn, ns, now)
+                or progress.settled_changes(conn, ns, now)
+                or progress.expired_task_runs(conn, ns, now)
+            ):
+                return CatchUp()
         with self._db.transaction(write=True) as conn:
-            return progress.settle_runs(conn, self.prefix, _now())
+            now = _now()
+            stalled = reaping.reap(conn, ns, liveness.stale_worker_ids(conn, ns, now), now)
+            completed = progress.settle_runs(conn, ns, now, progress.settled_changes(conn, ns, now))
+            progress.drop_tasks(conn, ns, progress.expired_task_runs(conn, ns, now), expired=True)
+            return CatchUp(tuple(completed), tuple(stalled))
+
+    def stop_worker(self, worker_id: str, at: datetime) -> PhysicalWorker:
+        ns = self.prefix
+        with self._db.transaction(write=True) as conn:
+            worker = rows.load(conn, ns, PhysicalWorker, worker_id)
+            if worker is None:
+                raise WorkerNotFoundError(worker_id)
+            stopped = worker.replace(status=WorkerStatus.STOPPED, pid=None, heartbeat_timestamp=at)
+            rows.update(conn, ns, worker, stopped)
+            reason = f"worker {worker.name} shut down with the task unfinished"
+            reaping.worker_gone(conn, ns, worker, reason, _now())
+            return self._read_one(conn, PhysicalWorker, worker_id)
+
+    def refresh_runs_on_queues(self, queues: Sequence[str]) -> None:
+        with self._db.transaction(write=True) as conn:
+            now = _now()
+            runs = progress.active_runs_on_queues(conn, self.prefix, queues)
+            progress.refresh_runs(conn, self.prefix, runs, now)
 
     def change_publishing(self, run_id: str, delta: int) -> RunStatus | None:
         with self._db.transaction(write=True) as conn:
@@ -142,9 +189,7 @@ class SqliteStore(TrackingStore):
                 return None
             now = _now()
             counted = run.replace(publishing=max(0, run.publishing + delta), updated_at=now)
-            updated = counted.replace(status=progress.next_status(counted, now))
-            rows.update(conn, self.prefix, run, updated)
-            return updated.status
+            return progress.refresh(conn, self.prefix, run, counted, now).status
 
     def set_run_status(
         self, run_id: str, status: RunStatus, allowed_from: Sequence[RunStatus]
@@ -155,32 +200,60 @@ class SqliteStore(TrackingStore):
                 raise RunNotFoundError(run_id)
             if run.status not in allowed_from:
                 return False, run.status
-            rows.update(conn, self.prefix, run, run.replace(status=status, updated_at=_now()))
+            now = _now()
+            progress.set_status(conn, self.prefix, run, status, now)
             return True, run.status
 
     def attach_worker_to_runs(self, worker_id: str) -> list[str]:
         ns = self.prefix
         active = sorted(status.value for status in ACTIVE_STATUSES)
         with self._db.transaction(write=True) as conn:
-            found = conn.execute(
-                "SELECT DISTINCT q.run_id FROM lw_queue AS w "
-                "JOIN run_queue AS q ON q.ns = w.ns AND q.queue = w.queue "
-                "JOIN run AS r ON r.ns = q.ns AND r.id = q.run_id "
-                "WHERE w.ns = ? AND w.worker_id = ? "
-                f"AND r.status IN ({rows.marks(active)}) ORDER BY q.run_id",
-                (ns, worker_id, *active),
-            ).fetchall()
-            return [str(run_id) for (run_id,) in found if rows.link(conn, ns, run_id, worker_id)]
+            found = [
+                str(run_id)
+                for (run_id,) in conn.execute(
+                    "SELECT DISTINCT q.run_id FROM lw_queue AS w "
+                    "JOIN run_queue AS q ON q.ns = w.ns AND q.queue = w.queue "
+                    "JOIN run AS r ON r.ns = q.ns AND r.id = q.run_id "
+                    "WHERE w.ns = ? AND w.worker_id = ? "
+                    f"AND r.status IN ({rows.marks(active)}) ORDER BY q.run_id",
+                    (ns, worker_id, *active),
+                )
+            ]
+            attached = [run_id for run_id in found if rows.link(conn, ns, run_id, worker_id)]
+            progress.refresh_runs(conn, ns, found, _now())
+            return attached
 
     def heartbeat(self, worker_id: str, at: datetime) -> bool:
-        stamp = PhysicalWorker.encode_field("heartbeat_timestamp", at)
+        ns = self.prefix
         with self._db.transaction(write=True) as conn:
-            cursor = conn.execute(
-                "UPDATE physical_worker SET fields = json_set(fields, '$.heartbeat_timestamp', ?) "
-                "WHERE ns = ? AND id = ?",
-                (stamp, self.prefix, worker_id),
+            worker = rows.load(conn, ns, PhysicalWorker, worker_id)
+            if worker is None:
+                return False
+            revived = worker.status is WorkerStatus.STALLED
+            beat = worker.replace(
+                heartbeat_timestamp=at,
+                status=WorkerStatus.RUNNING if revived else worker.status,
             )
-            return cursor.rowcount > 0
+            rows.update(conn, ns, worker, beat)
+            if revived:
+                queues = liveness.worker_queues(conn, ns, beat)
+                progress.refresh_runs(
+                    conn, ns, progress.active_runs_on_queues(conn, ns, queues), _now()
+                )
+            return True
+
+    # ------------------------------------------------------------------ the task ledger
+    def run_tasks(self, run_id: str) -> list[Task]:
+        with self._db.transaction(write=False) as conn:
+            return tasks.run_tasks(conn, self.prefix, run_id)
+
+    def find_task(self, task_id: str) -> Task | None:
+        with self._db.transaction(write=False) as conn:
+            return tasks.find_task(conn, self.prefix, task_id)
+
+    def delete_task(self, run_id: str, task_id: str) -> bool:
+        with self._db.transaction(write=True) as conn:
+            return tasks.delete_task(conn, self.prefix, run_id, task_id)
 
     def find_dangling(self) -> list[DanglingReference]:
         with self._db.transaction(write=False) as conn:

@@ -125,18 +125,44 @@ end
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 
 -- Statuses a run can still leave: the runs that new tasks and workers join.
-local ACTIVE_STATUS = {INITIALIZED = true, QUEUED = true, RUNNING = true}
+local ACTIVE_STATUS = {INITIALIZED = true, QUEUED = true, RUNNING = true, STALLED = true}
+
+-- The Redis server's clock in microseconds (the unit of stored datetimes), read once per call.
+local NOW
+local function now_micros()
+  if not NOW then
+    local t = redis.call('TIME')
+    NOW = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return NOW
+end
+
+-- Integers as Redis stores them (Lua's tostring would write large ones as 1.7e+15).
+local function fmt(n)
+  return string.format('%.0f', n)
+end
 
 -- A running physical worker that records ``stale_after`` (seconds) keeps a key that expires
--- after it; readers see STALLED once the key is gone, judged by the Redis server's clock.
+-- after it; readers see STALLED once the key is gone, judged by the Redis server's clock. The
+-- same deadline orders {P}:pw:alive_until, where catch_up finds the workers that went stale.
 local function refresh_liveness(pw_id)
   local pkey = key('pw', pw_id)
   local stale_after = jget(pkey, 'stale_after', nil)
   if stale_after and jget(pkey, 'status', 'RUNNING') == 'RUNNING' then
-    redis.call('SET', key('pw', pw_id, 'alive'), '1', 'PX', math.max(1, math.floor(stale_after * 1000)))
+    local ms = math.max(1, math.floor(stale_after * 1000))
+    redis.call('SET', key('pw', pw_id, 'alive'), '1', 'PX', ms)
+    redis.call('ZADD', key('pw', 'alive_until'), fmt(now_micros() + ms * 1000), pw_id)
   else
     redis.call('DEL', key('pw', pw_id, 'alive'))
+    redis.call('ZREM', key('pw', 'alive_until'), pw_id)
   end
+end
+
+-- The keys of a run's task ledger (records, name dictionary, errors, waiting counts, kept
+-- messages): what retention expires and deletion removes.
+local function ledger_keys(run_id)
+  return {key('run', run_id, 'tasks'), key('run', run_id, 'dict'), key('run', run_id, 'errors'),
+    key('run', run_id, 'waiting'), key('run', run_id, 'msgs')}
 end
 
 local function delete_run(run_id)
@@ -153,6 +179,7 @@ local function delete_run(run_id)
   end
   redis.call('LREM', key('run', 'recent'), 0, run_id)
   redis.call('SREM', key('run', 'settling'), run_id)
-  redis.call('DEL', rkey, key('run', run_id, 'tasks'))
+  redis.call('ZREM', key('run', 'settle'), run_id)
+  redis.call('DEL', rkey, unpack(ledger_keys(run_id)))
   return 1
 end

@@ -1,3 +1,4 @@
+--@uses status
 -- Runs: creation in a study, queues, logical workers, status set by hand, deletion.
 
 --@@ create_run
@@ -38,9 +39,9 @@ for _, w in ipairs(workers) do redis.call('SADD', key('lw', w, 'runs'), run_id) 
 if #workers > 0 then hset_full(rkey, 'workers', encode_list(workers)) end
 redis.call('LPUSH', key('run', 'recent'), run_id)
 redis.call('LTRIM', key('run', 'recent'), 0, 49)
--- An imported run that was still settling goes on waiting where settle_runs looks.
+-- An imported run that was still settling goes on waiting where catch_up looks.
 if ACTIVE_STATUS[ARGV[4]] and redis.call('HEXISTS', rkey, 'settle_until') == 1 then
-  redis.call('SADD', key('run', 'settling'), run_id)
+  redis.call('ZADD', key('run', 'settle'), redis.call('HGET', rkey, 'settle_until'), run_id)
 end
 local result = {1, run_id}
 for _, w in ipairs(workers) do result[#result + 1] = w end
@@ -91,11 +92,7 @@ local old = jget(rkey, 'status', 'INITIALIZED')
 local allowed = false
 for i = 4, #ARGV do if ARGV[i] == old then allowed = true end end
 if not allowed then return {0, old} end
-if old ~= ARGV[2] then
-  redis.call('SREM', key('run', 'status', old), run_id)
-  redis.call('SADD', key('run', 'status', ARGV[2]), run_id)
-  redis.call('HSET', rkey, 'status', cjson.encode(ARGV[2]))
-end
+refresh_run_status(run_id, ARGV[2])
 redis.call('HSET', rkey, 'updated_at', ARGV[3])
 return {1, old}
 

@@ -1,3 +1,4 @@
+--@uses status ledger
 -- Logical workers (a name and its queues) and physical workers (one process each, with a
 -- heartbeat and liveness).
 
@@ -17,7 +18,8 @@ return 1
 local lw = ARGV[1]
 if redis.call('EXISTS', key('lw', lw)) == 0 then return {} end
 local attached = {}
-for _, q in ipairs(jget(key('lw', lw), 'queues', {})) do
+local queues = jget(key('lw', lw), 'queues', {})
+for _, q in ipairs(queues) do
   -- SINTER walks the smaller set, so the cost follows the active runs, not the whole history.
   for status, _ in pairs(ACTIVE_STATUS) do
     for _, run_id in ipairs(redis.call('SINTER', key('run', 'status', status), key('run', 'queue', q))) do
@@ -26,6 +28,8 @@ for _, q in ipairs(jget(key('lw', lw), 'queues', {})) do
     end
   end
 end
+-- A run that waited with no live consumer has one now.
+refresh_queue_runs(queues)
 return attached
 
 --@@ delete_logical_workers
@@ -115,11 +119,48 @@ return {outcome, id}
 
 --@@ heartbeat
 -- ARGV: physical worker id, heartbeat_timestamp json -> 1 | 0 when the worker is missing
-local pkey = key('pw', ARGV[1])
+-- A worker stored STALLED (catch_up found it stale) that beats again is RUNNING again, and the
+-- runs on its queues have their consumer back.
+local pw = ARGV[1]
+local pkey = key('pw', pw)
 if redis.call('EXISTS', pkey) == 0 then return 0 end
 redis.call('HSET', pkey, 'heartbeat_timestamp', ARGV[2])
-refresh_liveness(ARGV[1])
+local revived = jget(pkey, 'status', 'RUNNING') == 'STALLED'
+if revived then
+  redis.call('SREM', key('pw', 'status', 'STALLED'), pw)
+  redis.call('SADD', key('pw', 'status', 'RUNNING'), pw)
+  redis.call('HSET', pkey, 'status', cjson.encode('RUNNING'))
+end
+refresh_liveness(pw)
+if revived then
+  local lw = jget(pkey, 'logical_worker_id', nil)
+  if lw then refresh_queue_runs(jget(key('lw', lw), 'queues', {})) end
+end
 return 1
+
+--@@ stop_worker
+-- ARGV: physical worker id, heartbeat_timestamp json -> 1 | 0 when the worker is missing
+-- STOPPED with its pid cleared; tasks it still held become LOST; the runs on its queues may
+-- have lost their last live consumer.
+local pw = ARGV[1]
+local pkey = key('pw', pw)
+if redis.call('EXISTS', pkey) == 0 then return 0 end
+local old = jget(pkey, 'status', 'RUNNING')
+if old ~= 'STOPPED' then
+  redis.call('SREM', key('pw', 'status', old), pw)
+  redis.call('SADD', key('pw', 'status', 'STOPPED'), pw)
+  redis.call('HSET', pkey, 'status', cjson.encode('STOPPED'))
+end
+hdel_full(pkey, 'pid')
+redis.call('HSET', pkey, 'heartbeat_timestamp', ARGV[2])
+refresh_liveness(pw)
+worker_gone(pw, 'worker ' .. jget(pkey, 'name', pw) .. ' shut down with the task unfinished')
+return 1
+
+--@@ refresh_runs_on_queues
+-- ARGV: queues... -> number of runs judged again
+refresh_queue_runs(ARGV)
+return 0
 
 --@@ delete_physical_workers
 -- ARGV: ids... -> number deleted

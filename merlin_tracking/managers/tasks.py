@@ -1,0 +1,86 @@
+"""Tasks: the ledger of each run's tasks (``db.tasks``), written by the signal hooks.
+
+A task record lives with its run (deleting a run deletes its tasks), so lookups and filters
+start from runs: a ``run_id`` filter reads those runs' ledgers, a ``queue`` filter the runs that
+used the queue, anything else every run, newest first for ``get`` and oldest first for
+``get_all``. The per-task work is filtering records already read: the cost follows the runs
+read, which a ``run_id`` filter keeps to the run asked about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from merlin_tracking.errors import RunNotFoundError, TaskNotFoundError
+from merlin_tracking.ids import id_sort_key
+from merlin_tracking.managers.base import can_name_a_record, require_text
+from merlin_tracking.managers.filters import check_limit, normalise_filters
+from merlin_tracking.records import Run, Task
+from merlin_tracking.stores.base import TrackingStore
+
+_FIELD = {"state": "state", "worker": "worker", "name": "name", "queue": "queue"}
+
+
+class TaskManager:
+    def __init__(self, store: TrackingStore) -> None:
+        self.store = store
+
+    def get(self, task_id: str, run_id: str | None = None) -> Task:
+        """The record of task ``task_id`` (of ``run_id`` when given; else of the newest run
+        that has one); ``TaskNotFoundError`` otherwise."""
+        require_text("task id", task_id)
+        self.store.catch_up_before_read()
+        if run_id is not None:
+            found = next((t for t in self._of_run(run_id) if t.id == task_id), None)
+        else:
+            found = self.store.find_task(task_id) if can_name_a_record(task_id) else None
+        if found is None:
+            raise TaskNotFoundError(task_id)
+        return found
+
+    def get_all(
+        self, filters: Mapping[str, Any] | None = None, limit: int | None = None
+    ) -> list[Task]:
+        """Task records matching ``filters`` (keys ``run_id``, ``state``, ``worker``, ``name``,
+        ``queue``; the semantics of every ``get_all``), by run (oldest first), then in the
+        order each run's ledger first saw them."""
+        normalised = normalise_filters("task", filters)
+        limit = check_limit(limit)
+        self.store.catch_up_before_read()
+        run_filter = {"queues": normalised["queue"]} if "queue" in normalised else {}
+        run_ids = self.store.find_ids(Run, run_filter)
+        if "run_id" in normalised:
+            wanted = set(normalised["run_id"])
+            run_ids = [run_id for run_id in run_ids if run_id in wanted]
+        found: list[Task] = []
+        for run_id in sorted(run_ids, key=id_sort_key):
+            found += [t for t in self.store.run_tasks(run_id) if _matches(t, normalised)]
+            if limit is not None and len(found) >= limit:
+                break
+        return found[:limit] if limit is not None else found
+
+    def delete(self, task_id: str, run_id: str | None = None) -> None:
+        """Delete a task record (its run's counters stay); ``TaskNotFoundError`` if none."""
+        task = self.get(task_id, run_id)
+        if not self.store.delete_task(task.run_id, task.id):
+            raise TaskNotFoundError(task_id)
+
+    def _of_run(self, run_id: str) -> list[Task]:
+        if not can_name_a_record(run_id) or self.store.fetch(Run, run_id) is None:
+            raise RunNotFoundError(str(run_id))
+        return self.store.run_tasks(run_id)
+
+
+def _matches(task: Task, filters: Mapping[str, list[str]]) -> bool:
+    for key, attribute in _FIELD.items():
+        values = filters.get(key)
+        if values is not None:
+            value = getattr(task, attribute)
+            text = getattr(value, "value", value)
+            if text not in values:
+                return False
+    return True
+
+
+__all__ = ["TaskManager"]

@@ -1,0 +1,70 @@
+"""Task records read from the ``task`` table (written by ``progress``)."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from merlin_tracking.ids import micros_to_datetime
+from merlin_tracking.records import Task
+from merlin_tracking.records.task import LETTER_STATES
+from merlin_tracking.stores.sqlite.progress import forget_waiting
+
+_SELECT = (
+    "SELECT run_id, id, state, attempts, name, queue, worker, queued_at, started_at, "
+    "finished_at, error FROM task"
+)
+
+
+def _time(micros: int | None) -> datetime | None:
+    return None if micros is None else micros_to_datetime(int(micros))
+
+
+def _task(row: Any) -> Task:
+    run_id, task_id, state, attempts, name, queue, worker, queued, started, finished, error = row
+    times = [_time(t) for t in (queued, started, finished)]
+    first = next((t for t in times if t is not None), None) or micros_to_datetime(0)
+    return Task(
+        id=str(task_id),
+        run_id=str(run_id),
+        state=LETTER_STATES[str(state)],
+        attempts=int(attempts),
+        name=name,
+        queue=queue,
+        worker=worker,
+        queued_at=times[0],
+        started_at=times[1],
+        finished_at=times[2],
+        error=error,
+        created_at=first,
+    )
+
+
+def run_tasks(conn: sqlite3.Connection, ns: str, run_id: str) -> list[Task]:
+    tasks = [
+        _task(row) for row in conn.execute(f"{_SELECT} WHERE ns = ? AND run_id = ?", (ns, run_id))
+    ]
+    tasks.sort(key=lambda task: (task.created_at, task.id))
+    return tasks
+
+
+def find_task(conn: sqlite3.Connection, ns: str, task_id: str) -> Task | None:
+    row = conn.execute(
+        f"{_SELECT} AS t WHERE ns = ? AND id = ? ORDER BY "
+        "(SELECT r.seq FROM run AS r WHERE r.ns = t.ns AND r.id = t.run_id) DESC LIMIT 1",
+        (ns, task_id),
+    ).fetchone()
+    return None if row is None else _task(row)
+
+
+def delete_task(conn: sqlite3.Connection, ns: str, run_id: str, task_id: str) -> bool:
+    row = conn.execute(
+        "SELECT state, queue FROM task WHERE ns = ? AND run_id = ? AND id = ?",
+        (ns, run_id, task_id),
+    ).fetchone()
+    if row is None:
+        return False
+    forget_waiting(conn, ns, run_id, str(row[0]), row[1])
+    conn.execute("DELETE FROM task WHERE ns = ? AND run_id = ? AND id = ?", (ns, run_id, task_id))
+    return True
