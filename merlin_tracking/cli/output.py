@@ -144,15 +144,45 @@ def render_table(
     return [line(headers), *(line(row) for row in cells)]
 
 
+@dataclass(frozen=True)
+class Wrap:
+    """A ``render_fields`` value shown on as many lines as it needs, broken between items
+    (``sep`` ends every line but the last); an item too wide for a line is elided."""
+
+    items: Sequence[object]
+    sep: str = ", "
+
+
+def wrap_items(items: Sequence[object], width: int, sep: str = ", ") -> list[str]:
+    """``items`` joined with ``sep``, broken between items into lines of at most ``width``
+    columns where they allow it (one item wider than that stays whole, for the caller to elide).
+    """
+    lines: list[str] = []
+    current = ""
+    for index, item in enumerate(items):
+        text = clean(item) + (sep if index < len(items) - 1 else "")
+        if current and text_width(current + text.rstrip()) > width:
+            lines.append(current.rstrip())
+            current = ""
+        current += text
+    return [*lines, current.rstrip()] if current else lines or [""]
+
+
 def render_fields(pairs: Sequence[tuple[str, object]], width: int | None = None) -> list[str]:
-    """``Label   value`` lines, values elided to the width."""
+    """``Label   value`` lines, values elided to the width (``Wrap`` values: wrapped)."""
     width = output_width() if width is None else width
     label_width = max((len(label) for label, _ in pairs), default=0)
     room = max(1, width - label_width - len(GAP))
-    return [
-        f"{label.ljust(label_width)}{GAP}{elide(clean(value), room)}".rstrip()
-        for label, value in pairs
-    ]
+    lines = []
+    for label, value in pairs:
+        if isinstance(value, Wrap):
+            texts = wrap_items(value.items, room, value.sep)
+        else:
+            texts = [clean(value)]
+        for index, text in enumerate(texts):
+            shown = label if index == 0 else ""
+            lines.append(f"{shown.ljust(label_width)}{GAP}{elide(text, room)}".rstrip())
+    return lines
 
 
 def echo_lines(lines: Iterable[str]) -> None:
@@ -208,6 +238,19 @@ def format_duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m {secs:02d}s"
     return f"{secs}s"
+
+
+def format_seconds(seconds: float | None) -> str:
+    """A duration that keeps short ones exact: ``0.12s``, ``4.5s``, ``45.3s``, then as
+    ``format_duration`` (``3m 05s``); ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 0.995:
+        return f"{seconds:.2f}s"
+    if seconds < 59.95:
+        return f"{seconds:.1f}s"
+    return format_duration(seconds)
 
 
 def format_age(moment: datetime | None, now: datetime | None = None) -> str:

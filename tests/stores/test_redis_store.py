@@ -14,7 +14,8 @@ from merlin_tracking import (
     TrackingDatabase,
     TrackingError,
 )
-from merlin_tracking.records import Run
+from merlin_tracking.records import Run, RunStatus, TaskState
+from merlin_tracking.records.events import TaskEvent, TaskEventKind
 from merlin_tracking.urls import mask_url
 
 
@@ -193,3 +194,64 @@ def test_script_cache_flush_is_survived(redis_db: TrackingDatabase, raw_redis: r
     redis_db.runs.create("s", "/ws/1", ["q"])
     raw_redis.script_flush()
     assert redis_db.runs.create("s", "/ws/2", ["q"]).workspace == "/ws/2"
+
+
+def test_wave_1_task_states_read_and_count_on(
+    redis_db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
+) -> None:
+    """Wave 1 kept one state letter per task and settling runs in a plain set: its tasks read
+    as records (a started or finished one ran once), go on counting once, and the set moves."""
+    run = redis_db.runs.create("s", "/ws/old", ["q"])
+    lw = redis_db.logical_workers.create("w", ["q"])
+    redis_db.physical_workers.create("w@n", pid=1, logical_worker_id=lw.id)
+    key = "{" + prefix + "}:run:" + run.id[1:]
+    raw_redis.hset(key + ":tasks", mapping={"done": "S", "busy": "s", "waiting": "q"})
+    raw_redis.hset(key, mapping={"tasks_queued": 3, "tasks_started": 2, "tasks_succeeded": 1})
+    raw_redis.sadd("{" + prefix + "}:run:settling", run.id[1:])
+    tasks = {task.id: (task.state, task.attempts) for task in redis_db.tasks.get_all()}
+    assert tasks == {
+        "done": (TaskState.SUCCEEDED, 1),
+        "busy": (TaskState.STARTED, 1),
+        "waiting": (TaskState.QUEUED, 0),
+    }
+    assert not raw_redis.exists("{" + prefix + "}:run:settling")  # moved by the catch-up
+    redis_db.runs.record_events(
+        [
+            TaskEvent(run.id, "busy", TaskEventKind.SUCCEEDED),
+            TaskEvent(run.id, "waiting", TaskEventKind.RAN),
+        ]
+    )
+    done = redis_db.runs.get(run.id)
+    assert (done.tasks_queued, done.tasks_started, done.tasks_succeeded) == (3, 3, 3)
+    assert done.status is RunStatus.COMPLETED
+
+
+def test_bytes_per_task_record_stay_small(
+    redis_db: TrackingDatabase, raw_redis: redis.Redis, prefix: str
+) -> None:
+    """A finished task's record and its share of the run's indexes, in a run too large for
+    Redis's compact encoding (the measured figure is in docs/benchmarks.md)."""
+    run = redis_db.runs.create("s", "/ws/big", ["q"])
+    ids = [f"{i:08d}-0000-4000-8000-{i:012d}" for i in range(2000)]  # Celery's uuid4 shape
+    now = run.created_at.timestamp()
+    events = []
+    for n, task_id in enumerate(ids):
+        published = round((now + n * 0.01) * 1e6)  # a task every 10 ms, each running 2.5 s
+        events += [
+            TaskEvent(
+                run.id, task_id, TaskEventKind.PUBLISHED, "q", name="app.simulate", at=published
+            ),
+            TaskEvent(
+                run.id,
+                task_id,
+                TaskEventKind.RAN,
+                worker="sim@node7",
+                at=published + 500_000,
+                ended=published + 3_000_000,
+            ),
+        ]
+    for start in range(0, len(events), 500):
+        redis_db.runs.record_events(events[start : start + 500])
+    ledger_keys = [k for k in raw_redis.scan_iter("{" + prefix + "}:run:" + run.id[1:] + ":*")]
+    used = sum(int(raw_redis.memory_usage(k) or 0) for k in ledger_keys)
+    assert used / len(ids) <= 120, used / len(ids)  # the goal: <= 120 B per task record

@@ -27,6 +27,7 @@ from merlin_tracking import (
     InvalidRecordError,
     RunStatus,
     StoreUnavailableError,
+    TaskState,
     TrackingDatabase,
     TrackingError,
     __version__,
@@ -574,3 +575,63 @@ def test_filters_and_reads_longer_than_one_statement(ledger: TrackingDatabase) -
     both = ledger.runs.get_all({"queues": queues, "study_id": study.id, "status": "initialized"})
     assert both == [run for index, run in enumerate(runs) if index % 6 == 0]
     assert ledger.runs.delete_all() == 450
+
+
+# --------------------------------------------------------------------------- migration
+V1_SCHEMA = Path(__file__).parent / "data" / "sqlite_schema_v1.sql"
+
+
+def test_a_version_1_file_is_migrated_in_place(sqlite_url: str, prefix: str) -> None:
+    """A wave-1 ledger (one state letter per task) opens as version 2: its tasks become task
+    records, its runs go on counting each task once, and the version is written."""
+    path = sqlite_url[len("sqlite:///") :]
+    run_fields = {
+        "v": "1",
+        "study_id": '"s1"',
+        "workspace": '"/ws/old"',
+        "status": '"RUNNING"',
+        "created_at": "1700000000000000",
+        "updated_at": "1700000000000000",
+        "queues": '["q"]',
+        "tasks_queued": "3",
+        "tasks_started": "2",
+        "tasks_succeeded": "1",
+    }
+    with closing(raw(sqlite_url)) as conn:
+        conn.executescript(V1_SCHEMA.read_text())
+        conn.execute(
+            "INSERT INTO study (ns, id, name, fields) VALUES (?, 's1', 'old', ?)",
+            (prefix, json.dumps({"v": "1", "name": '"old"', "created_at": "1700000000000000"})),
+        )
+        conn.execute(
+            "INSERT INTO run (ns, id, seq, study_id, workspace, status, fields) "
+            "VALUES (?, 'r1', 1, 's1', '/ws/old', 'RUNNING', ?)",
+            (prefix, json.dumps(run_fields)),
+        )
+        conn.execute("INSERT INTO run_queue (ns, run_id, queue) VALUES (?, 'r1', 'q')", (prefix,))
+        conn.execute("INSERT INTO sequence (ns, name, last) VALUES (?, 'run', 1)", (prefix,))
+        conn.executemany(
+            "INSERT INTO task_state (ns, run_id, task_id, state) VALUES (?, 'r1', ?, ?)",
+            [(prefix, "done", "S"), (prefix, "busy", "s"), (prefix, "waiting", "q")],
+        )
+    db = TrackingDatabase.from_url(sqlite_url, prefix=prefix)
+    tasks = {task.id: task for task in db.tasks.get_all({"run_id": "r1"})}
+    assert {k: (t.state, t.attempts) for k, t in tasks.items()} == {
+        "done": (TaskState.SUCCEEDED, 1),
+        "busy": (TaskState.STARTED, 1),
+        "waiting": (TaskState.QUEUED, 0),
+    }
+    with closing(raw(sqlite_url)) as conn:
+        assert conn.execute("SELECT value FROM schema_info").fetchone() == (str(SCHEMA_VERSION),)
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "task_state" not in names and {"task", "run_waiting"} <= names
+    events = [
+        TaskEvent("r1", "busy", TaskEventKind.SUCCEEDED),
+        TaskEvent("r1", "waiting", TaskEventKind.STARTED),
+        TaskEvent("r1", "waiting", TaskEventKind.SUCCEEDED),
+    ]
+    db.runs.record_events(events)
+    run = db.runs.get("r1")
+    assert (run.tasks_queued, run.tasks_started, run.tasks_succeeded) == (3, 3, 3)
+    assert run.status is RunStatus.COMPLETED
+    assert os.path.getsize(path) > 0

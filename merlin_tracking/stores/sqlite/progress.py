@@ -180,7 +180,7 @@ def refresh(
             ends.extend(_last_task_finish(conn, ns, run.id))
         updated = updated.replace(finished_at=max(ends) if ends else now)
     rows.update(conn, ns, stored, updated)
-    if was_active != active:
+    if (status is RunStatus.COMPLETED) != (stored.status is RunStatus.COMPLETED):
         _set_tasks_expiry(conn, ns, updated, now)
     return updated
 
@@ -209,10 +209,11 @@ def _last_task_finish(conn: sqlite3.Connection, ns: str, run_id: str) -> list[da
 
 
 def _set_tasks_expiry(conn: sqlite3.Connection, ns: str, run: Run, now: datetime) -> None:
-    """A run that stopped being active keeps its task records ``task_retention`` seconds (0:
-    dropped now); one that is active again keeps them for good."""
+    """A COMPLETED run keeps its task records ``task_retention`` seconds (0: dropped now); one
+    that left COMPLETED (new tasks joined it) keeps them for good. FAILED and CANCELLED runs
+    keep theirs: they say what went wrong, and their tasks may still report."""
     expire_at = None
-    if run.status not in ACTIVE_STATUSES and run.task_retention is not None:
+    if run.status is RunStatus.COMPLETED and run.task_retention is not None:
         if run.task_retention == 0:
             drop_tasks(conn, ns, [run.id])
         else:
