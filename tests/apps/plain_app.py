@@ -10,6 +10,9 @@ subprocess at its own Redis, key prefix and queue:
     PLAIN_APP_HEARTBEAT           ``tracking_heartbeat_interval`` in seconds, when set
     PLAIN_APP_STALE_AFTER         ``tracking_stale_after`` in seconds, when set
     PLAIN_APP_TRACKING_ENABLED    ``tracking_enabled`` (``true``/``false``), when set
+    PLAIN_APP_VISIBILITY_TIMEOUT  Redis broker: seconds before an unacknowledged message is
+                                  delivered again (restored every second), and
+    PLAIN_APP_BROKER_KEYPREFIX    a key prefix for the broker's own keys, when set
 """
 
 from __future__ import annotations
@@ -43,6 +46,13 @@ _settings: dict[str, Any] = {
     if variable in os.environ
 }
 app.conf.update(_settings)
+if "PLAIN_APP_VISIBILITY_TIMEOUT" in os.environ:
+    app.conf.broker_transport_options = {
+        "visibility_timeout": float(os.environ["PLAIN_APP_VISIBILITY_TIMEOUT"]),
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+        "global_keyprefix": os.environ.get("PLAIN_APP_BROKER_KEYPREFIX", ""),
+    }
 
 
 @app.task(name="plain_app.noop")
@@ -61,3 +71,21 @@ def sleeper(seconds: float) -> float:
 def pid() -> int:
     """The id of the process that ran the task (a pool child under prefork)."""
     return os.getpid()
+
+
+@app.task(name="plain_app.careful_sleeper", acks_late=True, reject_on_worker_lost=True)
+def careful_sleeper(seconds: float) -> float:
+    """``sleeper``, acknowledged only once done: a worker lost meanwhile hands it back."""
+    time.sleep(float(seconds))
+    return float(seconds)
+
+
+@app.task(name="plain_app.hold_gil")
+def hold_gil(seconds: float) -> int:
+    """Keep the interpreter lock for about ``seconds`` in one C call (no other thread of the
+    process runs meanwhile), as a long numeric kernel does."""
+    sum(range(1_000_000))  # warm up, then measure
+    start = time.perf_counter()
+    sum(range(10_000_000))
+    per_item = max(1e-10, (time.perf_counter() - start) / 10_000_000)
+    return sum(range(int(float(seconds) / per_item)))

@@ -23,7 +23,7 @@ import pytest
 import redis
 from celery import chain, chord, group
 
-from merlin_tracking import RunStatus, TrackingDatabase
+from merlin_tracking import Run, RunStatus, TrackingDatabase, WorkerStatus
 from merlin_tracking.config import ConfigurationError, TrackingConfig
 from merlin_tracking.resolvers import (
     TaskMessage,
@@ -403,6 +403,28 @@ def test_merlin_resolver_reads_merlin_argument_layout() -> None:
     assert load_resolver("merlin") is merlin_resolver
 
 
+@pytest.mark.parametrize(
+    ("node", "logical"),
+    [
+        ("sim@node7", "sim"),
+        ("celery@node7", "celery"),
+        ("celery@default_worker.%h", "default_worker"),  # merlin run-workers: -n <name>.%%h
+        ("celery@default_worker.node7", "default_worker"),
+        # overlap: true stamps each launch (-n <name><YYYYmmdd-HHMMSS>.%%h); Merlin's logical
+        # worker keeps the spec's name
+        ("celery@default_worker20261202-145643.%h", "default_worker"),
+        ("celery@w120261202-145643.%h", "w1"),
+        ("celery@20261202-145643.%h", "20261202-145643"),  # nothing left: the name as given
+        ("sim20261202-145643@node7", "sim20261202-145643"),  # an explicit name stays
+        ("celery@w1.elsewhere", "celery"),  # not this host: not the -n <name>.%h form
+    ],
+)
+def test_logical_worker_names_of_node_names(node: str, logical: str) -> None:
+    from merlin_tracking.signals.worker import logical_name
+
+    assert logical_name(node, "node7") == logical
+
+
 @pytest.mark.parametrize("pool", ["solo", "prefork"])
 def test_merlin_study_from_an_untracked_publisher(
     pool: str, redis_url: str, prefix: str, db: TrackingDatabase, cleanup: None
@@ -610,3 +632,54 @@ def test_drop_in_cli_worker_with_the_resolver_from_the_environment(
         assert db.studies.get(db.runs.get(run_id).study_id or "").name == "plain_app.noop"
     finally:
         book.reap()
+
+
+def test_runs_counted_at_workers_complete_for_a_plain_reader_after_the_workers_stopped(
+    redis_url: str, prefix: str, cleanup: None
+) -> None:
+    """Untracked groups resolved at the worker (``workflow``): once every task ran, the worker
+    stops before the runs settle, nothing else runs; a plain ``get_all`` later reads each run
+    COMPLETED with exact counters, and its duration is its work's, not the settle delay."""
+    from tests.support.resolvers import publish_untracked
+
+    settle = 1.5
+    app = make_app(
+        redis_url, prefix, tracking_run_resolver="workflow", tracking_settle_seconds=settle
+    )
+    define_tasks(app)
+    assert install(app) is not None
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    kinds = ["group", "chord_in_group", "chain_in_group"] * 3
+    reader = TrackingDatabase.from_url(redis_url, prefix=prefix)
+    with embedded_worker(app, "solo", prefix):  # solo: it stops at once, well before settling
+        proc = ctx.Process(target=publish_untracked, args=(redis_url, prefix, kinds, out))
+        proc.start()
+        keys = [out.get(timeout=60) for _ in kinds]
+        proc.join(60)
+        assert proc.exitcode == 0
+        want = sum(EXPECTED[kind][1]["succeeded"] for kind, _ in keys)
+
+        def all_ran() -> bool:
+            runs = reader.store.query(Run, {})  # the raw store: no catch-up on this read
+            return sum(run.tasks_succeeded for run in runs) == want
+
+        assert wait_for(all_ran, timeout=60)
+    stored = reader.store.query(Run, {})
+    assert len(stored) == len(kinds)
+    assert any(run.status is RunStatus.RUNNING for run in stored)  # still settling
+    workers = reader.physical_workers.get_all()
+    assert {w.status for w in workers} == {WorkerStatus.STOPPED}  # nobody left to settle them
+
+    def all_completed() -> list[Run] | None:
+        runs = reader.runs.get_all()
+        return runs if {run.status for run in runs} == {RunStatus.COMPLETED} else None
+
+    runs = wait_for(all_completed, timeout=settle + 10)
+    assert runs is not None
+    by_workspace = {run.workspace: run for run in runs}
+    for kind, key in keys:
+        run = by_workspace[f"celery://{app.main}/{key}"]
+        assert run.counters == EXPECTED[kind][1], kind
+        assert run.started_at is not None and run.finished_at is not None
+        assert (run.finished_at - run.started_at).total_seconds() < settle, kind
