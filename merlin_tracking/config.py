@@ -38,6 +38,9 @@ class TrackingConfig:
     # Seconds the task records of a COMPLETED run are kept (None: for good; 0: dropped at
     # completion, the run's counters stay).
     task_retention: float | None = None
+    # Keep each in-flight task's message (arguments included: an opt-in) until it finishes, so
+    # that ``runs requeue --lost`` can publish a lost task again.
+    keep_messages: bool = False
 
     @classmethod
     def from_app_conf(
@@ -92,7 +95,19 @@ class TrackingConfig:
             or str(retention_setting).strip().lower() == "forever"
             else _duration("tracking_task_retention", retention_setting)
         )
-        return cls(enabled, url, prefix, interval, stale, resolver.strip(), settle, retention)
+        keep = setting("tracking_keep_messages")
+        keep_messages = False if keep is None else _flag("tracking_keep_messages", keep)
+        return cls(
+            enabled,
+            url,
+            prefix,
+            interval,
+            stale,
+            resolver.strip(),
+            settle,
+            retention,
+            keep_messages,
+        )
 
 
 def default_sqlite_url(environ: Mapping[str, str] | None = None) -> str:

@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("database",),
     ("resolvers",),
     ("config",),
-    ("signals", "beacon"),
+    ("signals", "beacon", "requeue"),
     ("cli",),
     ("celery_command",),
     ("",),  # the package root re-exports the public API (and imports the Celery glue lazily)

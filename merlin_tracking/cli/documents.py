@@ -46,9 +46,7 @@ def elapsed_seconds(run: Run, now: datetime | None = None) -> float:
 def is_settling(run: Run, now: datetime | None = None) -> bool:
     """Active and inside its settle delay: tasks were counted at workers, so more may still
     arrive and the run completes no earlier than ``settle_until``."""
-    return (
-        run.is_active and run.settle_until is not None and run.settle_until > (now or utcnow())
-    )
+    return run.is_active and run.settle_until is not None and run.settle_until > (now or utcnow())
 
 
 def run_document(run: Run, study_name: str | None, now: datetime | None = None) -> dict[str, Any]:

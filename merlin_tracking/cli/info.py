@@ -12,6 +12,7 @@ from merlin_tracking.cli.options import examples, json_option
 from merlin_tracking.cli.output import echo_json, echo_lines, plural, render_fields
 from merlin_tracking.cli.runs import runs_table
 from merlin_tracking.records import WorkerStatus
+from merlin_tracking.records.run import ACTIVE_STATUSES
 
 
 def info_document(state: CliState, recent: int) -> dict[str, Any]:
@@ -22,6 +23,8 @@ def info_document(state: CliState, recent: int) -> dict[str, Any]:
     for worker in db.physical_workers.get_all():
         workers_by_status[worker.status.value] += 1
     recent_runs = db.runs.get_many(run["id"] for run in facts["recent_runs"])
+    active = db.runs.get_all({"status": [status.value for status in ACTIVE_STATUSES]})
+    lost = [run.tasks_lost for run in active if run.tasks_lost]
     return {
         "version": facts["version"],
         "backend": facts["backend"],
@@ -31,6 +34,7 @@ def info_document(state: CliState, recent: int) -> dict[str, Any]:
         "counts": facts["counts"],
         "runs_by_status": runs_by_status,
         "workers_by_status": workers_by_status,
+        "lost_tasks": {"tasks": sum(lost), "runs": len(lost)},
         "recent_runs": run_documents(db, recent_runs),
     }
 
@@ -52,8 +56,8 @@ def info_document(state: CliState, recent: int) -> dict[str, Any]:
 @json_option
 @pass_state
 def info(state: CliState, recent: int, as_json: bool) -> None:
-    """Backend and version, counts per record type, runs per status, live vs stalled vs
-    stopped workers, and the most recent runs."""
+    """Backend and version, counts per record type, runs per status, tasks lost with dead
+    workers in active runs, live vs stalled vs stopped workers, and the most recent runs."""
     document = info_document(state, recent)
     if as_json:
         echo_json(document)
@@ -62,36 +66,38 @@ def info(state: CliState, recent: int, as_json: bool) -> None:
     counts = document["counts"]
     workers = document["workers_by_status"]
     by_status = document["runs_by_status"]
-    lines = render_fields(
-        [
-            ("Version", f"merlin_tracking {document['version']}"),
-            ("Store", f"{document['backend']} {document['url']}"),
-            ("Prefix", document["prefix"]),
-            (
-                "Server",
-                f"{server.get('server', document['backend'])} {server.get('server_version', '?')}"
-                f", {server.get('used_memory_human', '?')} used",
+    lost = document["lost_tasks"]
+    pairs: list[tuple[str, object]] = [
+        ("Version", f"merlin_tracking {document['version']}"),
+        ("Store", f"{document['backend']} {document['url']}"),
+        ("Prefix", document["prefix"]),
+        (
+            "Server",
+            f"{server.get('server', document['backend'])} {server.get('server_version', '?')}"
+            f", {server.get('used_memory_human', '?')} used",
+        ),
+        (
+            "Records",
+            ", ".join(
+                [
+                    plural(counts["study"], "study", "studies"),
+                    plural(counts["run"], "run"),
+                    plural(counts["logical_worker"], "logical worker"),
+                    plural(counts["physical_worker"], "physical worker"),
+                ]
             ),
-            (
-                "Records",
-                ", ".join(
-                    [
-                        plural(counts["study"], "study", "studies"),
-                        plural(counts["run"], "run"),
-                        plural(counts["logical_worker"], "logical worker"),
-                        plural(counts["physical_worker"], "physical worker"),
-                    ]
-                ),
-            ),
-            ("Runs", "  ".join(f"{status} {n}" for status, n in by_status.items() if n) or "none"),
-            (
-                "Workers",
-                f"{workers['RUNNING']} live, {workers['STALLED']} stalled, "
-                f"{workers['STOPPED']} stopped, {workers['REBOOTING']} rebooting",
-            ),
-        ]
-    )
-    echo_lines(lines)
+        ),
+        ("Runs", "  ".join(f"{status} {n}" for status, n in by_status.items() if n) or "none"),
+        (
+            "Workers",
+            f"{workers['RUNNING']} live, {workers['STALLED']} stalled, "
+            f"{workers['STOPPED']} stopped, {workers['REBOOTING']} rebooting",
+        ),
+    ]
+    if lost["tasks"]:  # below the runs line
+        tasks, runs = plural(lost["tasks"], "task"), plural(lost["runs"], "active run")
+        pairs.insert(len(pairs) - 1, ("Lost", f"{tasks} with dead workers, in {runs}"))
+    echo_lines(render_fields(pairs))
     if document["recent_runs"]:
         click.echo()
         click.echo("Most recent runs")

@@ -81,8 +81,8 @@ def run_filter_options(func: F) -> F:
             "statuses",
             multiple=True,
             metavar="STATUS",
-            help="Runs in this status (repeatable: any of them): INITIALIZED, QUEUED, RUNNING, "
-            "COMPLETED, CANCELLED, FAILED.",
+            help="Runs in this status (repeatable: any of them; case-insensitive): INITIALIZED, "
+            "QUEUED, RUNNING, STALLED, COMPLETED, CANCELLED, FAILED.",
         ),
         click.option(
             "--queue",

@@ -25,20 +25,23 @@ from merlin_tracking.records import Run, Task, TaskState
 #: States whose ``error`` says what went wrong (the failure, or why the task was lost).
 TROUBLED_STATES = frozenset({TaskState.FAILED, TaskState.LOST})
 
+# Floors: the 7 columns and their gaps fit 80 (12 + 9 + 9 + 8 + 8 + 8 + 14 + 6 * 2); names keep
+# their end (the task's own name), worker node names both ends (logical name and host).
 TASK_COLUMNS = (
-    Column("ID", min_width=13, elide="middle"),
-    Column("NAME", min_width=8, elide="start"),
+    Column("ID", min_width=12, elide="middle"),
+    Column("NAME", min_width=9, elide="start"),
     Column("STATE"),
     Column("WORKER", min_width=8, elide="middle"),
     Column("ATTEMPTS", align="right"),
     Column("DURATION", align="right"),
 )
-ERROR_COLUMN = Column("ERROR", min_width=10)
+ERROR_COLUMN = Column("ERROR", min_width=14)
+# The error is what ``runs show`` lists these tasks for: it keeps the most room.
 BRIEF_COLUMNS = (
-    Column("ID", min_width=13, elide="middle"),
+    Column("ID", min_width=12, elide="middle"),
     Column("NAME", min_width=8, elide="start"),
     Column("WORKER", min_width=8, elide="middle"),
-    Column("ERROR", min_width=16),
+    Column("ERROR", min_width=30),
 )
 
 
@@ -86,8 +89,8 @@ def records_dropped(run: Run, found: Sequence[Task]) -> bool:
     epilog=examples(
         "merlin-tracking runs tasks r12",
         "merlin-tracking runs tasks r12 --state failed --state lost",
-        "merlin-tracking runs tasks /scratch/studies/sweep_20240501 --worker sim@node7 --json",
-        "merlin-tracking runs tasks r12 --queue sim --name merlin.common.tasks.merlin_step",
+        "merlin-tracking runs tasks /scratch/sweep_20240501 --worker sim@node7 --json",
+        "merlin-tracking runs tasks r12 --name merlin.common.tasks.merlin_step",
     ),
 )
 @click.argument("run", metavar="RUN_ID|WORKSPACE")
@@ -100,8 +103,11 @@ def records_dropped(run: Run, found: Sequence[Task]) -> bool:
     help="Tasks in this state (repeatable: any of them; case-insensitive): QUEUED, RECEIVED, "
     "STARTED, RETRY, SUCCEEDED, FAILED, REVOKED, LOST.",
 )
-@click.option("--worker", metavar="NODE", help="Tasks last received or run by this worker "
-              "(its Celery node name, e.g. sim@node7).")
+@click.option(
+    "--worker",
+    metavar="NODE",
+    help="Tasks last received or run by this worker (its Celery node name, e.g. sim@node7).",
+)
 @click.option("--name", metavar="TASK_NAME", help="Tasks with this (full) task name.")
 @click.option("--queue", metavar="QUEUE", help="Tasks sent to this queue.")
 @click.option(
@@ -125,7 +131,7 @@ def run_tasks(
     """The task records of a run matching every filter given, oldest first: state, worker,
     attempts, duration, and the error of each failed or lost task.
 
-    A finished run whose task records were dropped (tracking_task_retention) lists none here,
+    A completed run whose task records were dropped (tracking_task_retention) lists none here,
     but keeps its counters (runs show).
     """
     db = state.settled_db()

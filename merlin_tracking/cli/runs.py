@@ -1,7 +1,9 @@
-"""``runs list/show/cancel/delete``: the ``runs`` group, and the runs table other commands show.
+"""``runs list/show/tasks/requeue/cancel/delete``: the ``runs`` group, and the runs table other commands
+show.
 
 The filters of ``list`` and ``delete --all`` are in ``run_selection.py``, ``show`` in
-``run_show.py`` (added to the group here).
+``run_show.py``, ``tasks`` in ``run_tasks.py``, ``requeue`` in ``run_requeue.py`` (added to
+the group here).
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from merlin_tracking.cli.output import (
     plural,
     render_table,
 )
+from merlin_tracking.cli.run_requeue import requeue_run
 from merlin_tracking.cli.run_selection import run_filter_options, selection
 from merlin_tracking.cli.run_show import show_run
+from merlin_tracking.cli.run_tasks import run_tasks
 from merlin_tracking.records import RunStatus
 from merlin_tracking.records.status import TERMINAL_RUN_STATUSES
 
@@ -46,16 +50,36 @@ RUN_COLUMNS = (
 )
 
 
+#: Marks the status of a settling run in tables; ``SETTLING_NOTE`` explains it below them.
+SETTLING_MARK = "*"
+SETTLING_NOTE = "* settling: tasks were counted at workers, so more may still arrive"
+
+
 def progress_cell(document: Mapping[str, Any]) -> str:
     return f"{document['tasks_finished']}/{document['tasks_queued']}"
 
 
+def status_cell(document: Mapping[str, Any]) -> str:
+    """The status, with ``*`` while the run settles (``RUNNING*``)."""
+    return str(document["status"]) + (SETTLING_MARK if document["settling"] else "")
+
+
+def settling_note(documents: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The footnote of ``*`` when a run shown is settling."""
+    return [SETTLING_NOTE] if any(doc["settling"] for doc in documents) else []
+
+
+def stalled_count(documents: Sequence[Mapping[str, Any]]) -> int:
+    return sum(1 for doc in documents if doc["status"] == RunStatus.STALLED.value)
+
+
 def runs_table(documents: Sequence[Mapping[str, Any]], width: int | None = None) -> list[str]:
-    """The runs table (ID, status, finished/queued, study, created, workspace)."""
+    """The runs table (ID, status, finished/queued, study, created, workspace), with the
+    settling footnote when a run shown is settling."""
     rows = [
         (
             doc["id"],
-            doc["status"],
+            status_cell(doc),
             progress_cell(doc),
             doc["study_name"] or "-",
             format_time(datetime.fromisoformat(doc["created_at"])),
@@ -63,7 +87,7 @@ def runs_table(documents: Sequence[Mapping[str, Any]], width: int | None = None)
         )
         for doc in documents
     ]
-    return render_table(RUN_COLUMNS, rows, width)
+    return [*render_table(RUN_COLUMNS, rows, width), *settling_note(documents)]
 
 
 # ---------------------------------------------------------------------------- commands
@@ -71,10 +95,11 @@ def runs_table(documents: Sequence[Mapping[str, Any]], width: int | None = None)
     epilog=examples(
         "merlin-tracking runs list --status running --since 2h",
         "merlin-tracking runs show /scratch/studies/sweep_20240501",
+        "merlin-tracking runs tasks r12 --state failed",
     )
 )
 def runs() -> None:
-    """List, show, cancel and delete runs."""
+    """List, show, cancel and delete runs, and list the tasks of a run."""
 
 
 @runs.command(
@@ -88,7 +113,11 @@ def runs() -> None:
 @json_option
 @pass_state
 def list_runs(state: CliState, /, as_json: bool, **options: Any) -> None:
-    """Runs matching every filter given, newest first."""
+    """Runs matching every filter given, newest first.
+
+    A settling run's status is marked with * (tasks were counted at workers, so more may still
+    arrive before it completes); the last line counts the runs and the STALLED ones.
+    """
     db = state.settled_db()
     documents = run_documents(db, selection(**options).select(db))
     if as_json:
@@ -97,10 +126,13 @@ def list_runs(state: CliState, /, as_json: bool, **options: Any) -> None:
         click.echo("No runs match.")
     else:
         echo_lines(runs_table(documents))
-        click.echo(plural(len(documents), "run"))
+        stalled = stalled_count(documents)
+        click.echo(plural(len(documents), "run") + (f", {stalled} stalled" if stalled else ""))
 
 
 runs.add_command(show_run)
+runs.add_command(run_tasks)
+runs.add_command(requeue_run)
 
 
 @runs.command(

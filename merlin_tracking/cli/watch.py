@@ -1,4 +1,8 @@
-"""``watch``: a refreshing view of active runs and of the workers that are not stopped."""
+"""``watch``: a refreshing view of active runs and of the workers that are not stopped.
+
+The title of the runs section counts the STALLED and settling runs among them (also those past
+``--limit``); a settling run's status is marked ``*`` as in ``runs list``.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from merlin_tracking.cli.output import (
     render_table,
     utcnow,
 )
-from merlin_tracking.cli.runs import progress_cell
+from merlin_tracking.cli.runs import progress_cell, settling_note, stalled_count, status_cell
 from merlin_tracking.records import WorkerStatus
 from merlin_tracking.records.run import ACTIVE_STATUSES
 
@@ -87,7 +91,7 @@ WATCH_WORKER_COLUMNS = (
 def _run_row(run: Mapping[str, Any]) -> tuple[str, ...]:
     return (
         run["id"],
-        run["status"],
+        status_cell(run),
         progress_bar(run["progress"]),
         progress_cell(run),
         run["study_name"] or "-",
@@ -114,23 +118,33 @@ def _section(
     row: Callable[[Mapping[str, Any]], tuple[str, ...]],
     limit: int,
     width: int,
+    notes: Sequence[str] = (),
 ) -> list[str]:
-    """A titled table of at most ``limit`` rows ("none" when empty)."""
-    lines = [f"{title} ({len(items)})"]
+    """A titled table of at most ``limit`` rows ("none" when empty); ``notes`` join the count
+    in the title: ``Active runs (12, 2 stalled)``."""
+    lines = [fit(f"{title} ({', '.join([str(len(items)), *notes])})", width)]
     if not items:
         return [*lines, "  none"]
     table = render_table(columns, [row(item) for item in items[:limit]], width)
     return lines + _limited(table, len(items), limit)
 
 
+def _run_notes(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    stalled = stalled_count(runs)
+    settling = sum(1 for run in runs if run["settling"])
+    return [f"{n} {what}" for n, what in ((stalled, "stalled"), (settling, "settling")) if n]
+
+
 def render_frame(frame: Mapping[str, Any], limit: int, width: int | None = None) -> list[str]:
     width = output_width() if width is None else width
     stamp = format_time(datetime.fromisoformat(frame["generated_at"]), seconds=True)
+    runs = frame["runs"]
     return [
         fit(f"merlin-tracking watch  {frame['url']}  prefix {frame['prefix']}", width),
         fit(f"{stamp} UTC  (Ctrl-C to stop)", width),
         "",
-        *_section("Active runs", frame["runs"], WATCH_RUN_COLUMNS, _run_row, limit, width),
+        *_section("Active runs", runs, WATCH_RUN_COLUMNS, _run_row, limit, width, _run_notes(runs)),
+        *(fit(note, width) for note in settling_note(runs[:limit])),
         "",
         *_section("Workers", frame["workers"], WATCH_WORKER_COLUMNS, _worker_row, limit, width),
     ]
@@ -172,7 +186,8 @@ def watch(
     state: CliState, once: bool, interval: float, count: int | None, limit: int, as_json: bool
 ) -> None:
     """A live, refreshing table of active runs (progress, status) and workers (alive or
-    stalled), until Ctrl-C. With --json, one JSON document per frame, one per line (--once:
+    stalled), until Ctrl-C. The runs title counts the STALLED and settling runs; a settling
+    run's status is marked *. With --json, one JSON document per frame, one per line (--once:
     a single, indented document)."""
     frames = 1 if once else count
     shown = 0

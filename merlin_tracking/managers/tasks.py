@@ -66,6 +66,19 @@ class TaskManager:
         if not self.store.delete_task(task.run_id, task.id):
             raise TaskNotFoundError(task_id)
 
+    # A lost task's kept message (``tracking_keep_messages``), for ``merlin_tracking.requeue``.
+    def kept_message_ids(self, run_id: str) -> set[str]:
+        """Ids of the run's tasks whose message is kept."""
+        return self.store.kept_message_ids(require_text("run id", run_id))
+
+    def take_message(self, task: Task) -> str | None:
+        """The kept message of a LOST task, taken away (one taker among concurrent ones)."""
+        return self.store.take_message(task.run_id, task.id)
+
+    def keep_message(self, task: Task, message: str) -> bool:
+        """Put a message back (it could not be published)."""
+        return self.store.keep_message(task.run_id, task.id, message)
+
     def _of_run(self, run_id: str) -> list[Task]:
         if not can_name_a_record(run_id) or self.store.fetch(Run, run_id) is None:
             raise RunNotFoundError(str(run_id))

@@ -37,7 +37,10 @@ class TaskEvent:
 
     ``at``: when it happened (microseconds since the epoch, the sender's clock; for RAN the
     start, with the end in ``ended``). ``worker``: the Celery node name it happened on.
-    ``error``: the failure (type and message) or why the task was lost. Never arguments.
+    ``error``: the failure (type and message) or why the task was lost. Never arguments,
+    unless the user opted in: ``message`` is then the task message as the worker received it
+    (``tracking_keep_messages``, JSON), kept until the task finishes so a lost task can be
+    published again.
     """
 
     run_id: str
@@ -50,10 +53,11 @@ class TaskEvent:
     error: str | None = None
     flags: str = ""
     ended: int | None = None
+    message: str | None = None
 
     def to_json(self) -> list[Any]:
-        """Compact wire form: [run, task, kind, queue, name, worker, at, error, flags, ended],
-        without the trailing empty items."""
+        """Compact wire form: [run, task, kind, queue, name, worker, at, error, flags, ended,
+        message], without the trailing empty items."""
         data: list[Any] = [
             self.run_id,
             self.task_id,
@@ -65,6 +69,7 @@ class TaskEvent:
             self.error,
             self.flags or None,
             self.ended,
+            self.message,
         ]
         while data[-1] is None:
             data.pop()

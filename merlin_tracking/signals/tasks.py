@@ -16,6 +16,8 @@ child resolves itself only if that did not happen.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping, MutableMapping
@@ -253,6 +255,32 @@ def _resolve_revoked(task: Any, request: Any, task_id: str) -> RunIdentity | Non
         return None
 
 
+def kept_message(request: Any) -> str | None:
+    """The message a worker received, as JSON (``tracking_keep_messages``): its body as
+    received (base64), headers, properties and routing, enough to publish it again as is."""
+    message = getattr(request, "message", None)
+    body = getattr(message, "body", None)
+    if not isinstance(body, (bytes, str)):
+        return None
+    raw = body.encode("utf-8") if isinstance(body, str) else body
+    delivery = getattr(message, "delivery_info", None) or {}
+    properties = dict(getattr(message, "properties", None) or {})
+    properties.pop("delivery_info", None)
+    document = {
+        "body": base64.b64encode(raw).decode("ascii"),
+        "content_type": getattr(message, "content_type", None),
+        "content_encoding": getattr(message, "content_encoding", None),
+        "headers": dict(getattr(message, "headers", None) or {}),
+        "properties": properties,
+        "exchange": delivery.get("exchange") or "",
+        "routing_key": delivery.get("routing_key"),
+    }
+    try:
+        return json.dumps(document, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        return None
+
+
 def on_task_received(sender: Any = None, request: Any = None, **_: Any) -> None:
     """Main process: count the task as handed to this worker (the ledger's in-flight work, lost
     if the worker dies), and remember its run for failures reported here; with a run resolver,
@@ -285,6 +313,7 @@ def on_task_received(sender: Any = None, request: Any = None, **_: Any) -> None:
             _opt_str(getattr(request, "name", None)),
             _opt_str(getattr(request, "hostname", None)),
             flags=flags,
+            message=kept_message(request) if tracker.config.keep_messages else None,
         )
         _received[task_id] = run
         if len(_received) > _RECEIVED_CAPACITY:

@@ -29,9 +29,18 @@ from merlin_tracking.signals.buffer import FlushingBuffer
 logger = logging.getLogger("merlin_tracking")
 
 # One buffered task event: (run, task id, kind, queue, task name, worker node, microseconds,
-# error, flags). A plain tuple: this is the hot path.
+# error, flags, kept message). A plain tuple: this is the hot path.
 PendingEvent = tuple[
-    RunIdentity, str, TaskEventKind, str | None, str | None, str | None, int, str | None, str
+    RunIdentity,
+    str,
+    TaskEventKind,
+    str | None,
+    str | None,
+    str | None,
+    int,
+    str | None,
+    str,
+    str | None,
 ]
 
 # Seconds added to a settle deadline to cover the buffer's flush delay.
@@ -146,10 +155,11 @@ class Tracker:
         worker: str | None = None,
         error: str | None = None,
         flags: str = "",
+        message: str | None = None,
     ) -> None:
         """Queue one task event (stamped with the time now); returns at once."""
         self._buffer.add(
-            (run, task_id, kind, queue, name, worker, time.time_ns() // 1000, error, flags)
+            (run, task_id, kind, queue, name, worker, time.time_ns() // 1000, error, flags, message)
         )
         if kind is TaskEventKind.RECEIVED:
             # The run may complete once the settle time after this receipt has passed (the
@@ -203,9 +213,18 @@ class Tracker:
     def _send(self, pending: Sequence[PendingEvent]) -> None:
         events = [
             TaskEvent(
-                self.ensure_run(run, queue), task_id, kind, queue, name, worker, at, err, flags
+                self.ensure_run(run, queue),
+                task_id,
+                kind,
+                queue,
+                name,
+                worker,
+                at,
+                err,
+                flags,
+                message=kept,
             )
-            for run, task_id, kind, queue, name, worker, at, err, flags in pending
+            for run, task_id, kind, queue, name, worker, at, err, flags, kept in pending
         ]
         missing = set(self.db.runs.record_events(coalesce(events), self.config.settle_seconds))
         if missing:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -37,13 +38,18 @@ logger = logging.getLogger("merlin_tracking")
 # Host parts Celery puts after a node name's first dot (``-n name.%h``), or leaves unexpanded
 # when the ``%`` was escaped (Merlin passes ``-n name.%%h``).
 _HOST_PLACEHOLDERS = frozenset({"%h", "%n", "%d"})
+# The stamp Merlin appends to a worker's name when its spec sets ``merlin.resources.overlap``
+# (``-n <name><YYYYmmdd-HHMMSS>.%%h``), so that each launch gets a node name of its own.
+_OVERLAP_STAMP = re.compile(r"\d{8}-\d{6}$")
 
 
 def logical_name(node_name: str, host: str) -> str:
     """The logical worker a node name stands for: the part before ``@`` (``sim@node7`` ->
     ``sim``). A name given without ``@`` gets Celery's ``celery@`` in front; for the common
     ``-n <name>.%h`` form (``celery@<name>.<host>``, as Merlin starts its workers) that is
-    ``<name>``, the name Merlin's own database uses. ``celery@<host>`` stays ``celery``."""
+    ``<name>``, the name Merlin's own database uses, without the launch stamp Merlin adds
+    under ``overlap: true`` (``celery@sim20240101-120000.%h`` -> ``sim``): the launches are
+    physical workers of one logical worker. ``celery@<host>`` stays ``celery``."""
     name, at, rest = node_name.partition("@")
     if not at:
         return node_name
@@ -51,7 +57,7 @@ def logical_name(node_name: str, host: str) -> str:
         first, dot, tail = rest.partition(".")
         hosts = {host, host.split(".", 1)[0], socket.getfqdn()}
         if first and dot and (tail in _HOST_PLACEHOLDERS or tail in hosts):
-            return first
+            return _OVERLAP_STAMP.sub("", first) or first
     return name
 
 

@@ -194,6 +194,21 @@ class TrackingStore(ABC):
         """Delete one task record (the run's counters stay); return whether it existed."""
 
     @abstractmethod
+    def take_message(self, run_id: str, task_id: str) -> str | None:
+        """The kept message (``tracking_keep_messages``) of a LOST task, removed in the same
+        atomic step, so that of any number of concurrent requeues one publishes it; None when
+        the task is not LOST or has no kept message."""
+
+    @abstractmethod
+    def kept_message_ids(self, run_id: str) -> set[str]:
+        """Ids of the run's tasks that have a kept message."""
+
+    @abstractmethod
+    def keep_message(self, run_id: str, task_id: str, message: str) -> bool:
+        """Keep ``message`` for the task (a requeue that could not publish puts it back);
+        False if the run is gone."""
+
+    @abstractmethod
     def change_publishing(self, run_id: str, delta: int) -> RunStatus | None:
         """Add ``delta`` to the run's count of launches in progress; return the new status
         (None if the run is missing). Reaching zero may complete the run."""

@@ -45,6 +45,7 @@ def test_info_json(cli: Cli, busy: dict[str, str], prefix: str) -> None:
         "counts",
         "runs_by_status",
         "workers_by_status",
+        "lost_tasks",
         "recent_runs",
     ]
     assert document["version"] == __version__ and document["backend"] == "redis"
@@ -66,6 +67,7 @@ def test_info_json(cli: Cli, busy: dict[str, str], prefix: str) -> None:
         "STOPPED": 1,
         "REBOOTING": 0,
     }
+    assert document["lost_tasks"] == {"tasks": 0, "runs": 0}
     assert [run["id"] for run in document["recent_runs"]] == [
         busy["fresh"],
         busy["running"],

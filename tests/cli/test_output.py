@@ -10,13 +10,16 @@ from hypothesis import strategies as st
 
 from merlin_tracking.cli.output import (
     Column,
+    Wrap,
     clean,
     elide,
     format_age,
     format_duration,
+    format_seconds,
     render_fields,
     render_table,
     text_width,
+    wrap_items,
 )
 from merlin_tracking.cli.timespec import parse_duration, parse_moment
 
@@ -119,3 +122,32 @@ def test_parse_moment() -> None:
     assert parse_moment("2024-04-30 10:00", NOW).tzinfo is timezone.utc
     with pytest.raises(ValueError, match="neither an ISO time"):
         parse_moment("yesterday", NOW)
+
+
+def test_format_seconds_keeps_short_durations_exact() -> None:
+    assert format_seconds(None) == "-"
+    assert format_seconds(0.1) == "0.10s"
+    assert format_seconds(0.0004) == "0.00s"
+    assert format_seconds(4.56) == "4.6s"
+    assert format_seconds(45.3) == "45.3s"
+    assert format_seconds(185) == "3m 05s"
+    assert format_seconds(-3) == "0.00s"
+
+
+def test_wrap_items_breaks_between_items() -> None:
+    items = ["queued 4", "started 3", "succeeded 2", "failed 0", "lost 0"]
+    assert wrap_items(items, 80) == ["queued 4, started 3, succeeded 2, failed 0, lost 0"]
+    assert wrap_items(items, 33) == ["queued 4, started 3, succeeded 2,", "failed 0, lost 0"]
+    assert wrap_items(items, 32) == ["queued 4, started 3,", "succeeded 2, failed 0, lost 0"]
+    assert wrap_items(["a" * 10, "b"], 5, "; ") == ["aaaaaaaaaa;", "b"]  # an item stays whole
+    assert wrap_items([], 10) == [""]
+
+
+def test_render_fields_wraps_wrap_values_under_their_label() -> None:
+    lines = render_fields(
+        [("Tasks", Wrap(["queued 10", "started 9", "lost 1"])), ("Run", "r1")], width=30
+    )
+    assert lines == ["Tasks  queued 10, started 9,", "       lost 1", "Run    r1"]
+    long = render_fields([("Why", Wrap(["x" * 50, "y"], "; "))], width=20)
+    assert long == ["Why  xxxxxxxxxxxxxx…", "     y"]
+    assert all(text_width(line) <= 20 for line in long)

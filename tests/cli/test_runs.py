@@ -112,7 +112,17 @@ def test_show_by_id_and_workspace(cli: Cli, db: TrackingDatabase, ledger: dict[s
     assert widest_line(out) <= 80
 
     document = cli.json("runs", "show", ledger["a"])
-    assert set(document) == {"run", "study", "logical_workers", "physical_workers"}
+    assert list(document) == [
+        "run",
+        "study",
+        "logical_workers",
+        "physical_workers",
+        "failed_tasks",
+        "lost_tasks",
+        "stalled_reason",
+    ]
+    assert document["failed_tasks"] == document["lost_tasks"] == []
+    assert document["stalled_reason"] is None
     assert document["run"]["id"] == ledger["a"]
     assert document["run"]["queues"] == ["sim"]
     assert document["study"]["name"] == "sweep"

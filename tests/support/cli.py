@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 
 from merlin_tracking import Run, TrackingDatabase
@@ -49,6 +50,14 @@ class Cli:
         result = self(*args, "--json", **kwargs)
         assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
         return json.loads(result.stdout)
+
+
+def store_cli(request: pytest.FixtureRequest, store_backend: str, prefix: str) -> Cli:
+    """A ``Cli`` on the store of the ``db`` fixture, so that a test runs on both stores (the
+    URL fixture is looked up, as ``db`` does, rather than requested, which would make it a
+    Redis-only test)."""
+    url = request.getfixturevalue("sqlite_url" if store_backend == "sqlite" else "redis_url")
+    return Cli(url, prefix)
 
 
 def ok(result: Result) -> str:

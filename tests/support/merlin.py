@@ -330,12 +330,18 @@ class HelloSamples:
     """Merlin's ``hello_samples`` example, run in ``root`` against the Redis at ``redis_url``.
 
     ``worker_env``: what the workers (and every ``merlin`` command) get on top of the clean
-    environment (the test's, less any ``MERLIN_TRACKING_*``). Use it as a context manager: on
-    exit every process Merlin started here is gone.
+    environment (the test's, less any ``MERLIN_TRACKING_*``). ``overlap``: set the spec's
+    ``merlin.resources.overlap`` (Merlin then stamps each launch's worker name). Use it as a
+    context manager: on exit every process Merlin started here is gone.
     """
 
     def __init__(
-        self, venv: Path, redis_url: str, root: Path, worker_env: Mapping[str, str] = {}
+        self,
+        venv: Path,
+        redis_url: str,
+        root: Path,
+        worker_env: Mapping[str, str] | None = None,
+        overlap: bool = False,
     ) -> None:
         self.venv = venv
         self.redis_url = redis_url
@@ -349,7 +355,9 @@ class HelloSamples:
         self.task_queue = f"mt-hello-{uuid.uuid4().hex[:8]}"
         self.queue = f"[merlin]_{self.task_queue}"
         self.workspace: str | None = None
-        self._worker_env = dict(worker_env)
+        self._worker_env = dict(worker_env or {})
+        self.overlap = overlap
+        self.last_stderr = ""
         self._group: int | None = None
         self._logs: list[Path] = []
 
@@ -367,27 +375,31 @@ class HelloSamples:
             PATH=f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
             **{TAG_VARIABLE: self.tag},
         )
+        env.pop("XDG_DATA_HOME", None)  # tracking's SQLite fallback, if any, stays in HOME
         if os.geteuid() == 0:  # Celery refuses pickle-accepting workers as root otherwise
             env["C_FORCE_ROOT"] = "1"
         env.update(self._worker_env)
         return env
 
-    def merlin(self, *args: str, cwd: Path | None = None, check: bool = True) -> str:
-        """Run ``merlin ARGS`` in the study folder; its stdout (the log also gets stderr)."""
+    def merlin(self, *args: str, cwd: Path | None = None) -> str:
+        """Run ``merlin ARGS`` in the study folder and return its stdout; fail the test if it
+        exits non-zero. Each call's output (stderr holds Merlin's log) goes to a file."""
         log = self.root / f"merlin-{len(self._logs):02d}-{args[0]}.log"
         self._logs.append(log)
         out = subprocess.run(
             [str(self.venv / "bin" / "merlin"), *args],
             cwd=str(cwd or self.study_dir),
             env=self.env(),
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=CLI_TIMEOUT,
         )
         log.write_text(f"$ merlin {' '.join(args)}\n{out.stdout}\n--- stderr\n{out.stderr}")
-        if check and out.returncode != 0:
+        if out.returncode != 0:
             pytest.fail(f"merlin {' '.join(args)} exited with {out.returncode}:\n{self.logs()}")
-        return out.stdout + out.stderr if not check else out.stdout
+        self.last_stderr = out.stderr
+        return out.stdout
 
     def logs(self, limit: int = 3000) -> str:
         """The tail of every log of this study, for failure messages."""
@@ -399,7 +411,8 @@ class HelloSamples:
 
     # ---------------------------------------------------------------- the steps
     def prepare(self) -> None:
-        """``merlin example hello_samples``, an ``app.yaml`` naming the Redis, a queue of its own."""
+        """``merlin example hello_samples``, an ``app.yaml`` naming the Redis, a queue of its
+        own (and ``overlap`` if asked)."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.merlin("example", "hello_samples", cwd=self.root)
         assert self.spec.exists(), f"merlin example made no {self.spec}:\n{self.logs()}"
@@ -417,10 +430,20 @@ class HelloSamples:
             "spec = yaml.safe_load(open(sys.argv[1]))\n"
             "for step in spec['study']:\n"
             "    step['run']['task_queue'] = sys.argv[2]\n"
+            "if sys.argv[3] == 'overlap':\n"
+            "    spec['merlin'].setdefault('resources', {})['overlap'] = True\n"
             "yaml.safe_dump(spec, open(sys.argv[1], 'w'), sort_keys=False)\n"
         )
+        overlap = "overlap" if self.overlap else "-"
         subprocess.run(
-            [str(self.venv / "bin" / "python"), "-c", rewrite, str(self.spec), self.task_queue],
+            [
+                str(self.venv / "bin" / "python"),
+                "-c",
+                rewrite,
+                str(self.spec),
+                self.task_queue,
+                overlap,
+            ],
             check=True,
             env=self.env(),
             timeout=60,
@@ -428,8 +451,8 @@ class HelloSamples:
 
     def run(self) -> str:
         """``merlin run``: the study is queued; returns its workspace."""
-        out = self.merlin("run", self.spec.name, check=False)
-        found = re.search(r"Study workspace is '(.+?)'", out)
+        out = self.merlin("run", self.spec.name)
+        found = re.search(r"Study workspace is '(.+?)'", out + self.last_stderr)
         if found is None:
             pytest.fail(f"merlin run named no workspace:\n{self.logs()}")
         self.workspace = found.group(1)
@@ -465,10 +488,10 @@ class HelloSamples:
         client = redis.Redis.from_url(self.redis_url, decode_responses=True)
         try:
             run_id = client.hget("run:name", self.workspace or "")
-            status = client.hget(f"run:{run_id}", "run_status") if run_id else None
+            status = client.hget(f"run:{run_id!s}", "run_status") if run_id else None
         finally:
             client.close()
-        return status.strip('"') if status else None
+        return str(status).strip('"') if status else None
 
     def database(self) -> MerlinRecords:
         """Merlin's database, read with ``merlin database get everything``."""
@@ -476,7 +499,7 @@ class HelloSamples:
 
     def stop_workers(self, timeout: float = 60.0) -> None:
         """``merlin stop-workers``, then wait until every worker process has exited."""
-        self.merlin("stop-workers", "--queues", self.queue)
+        self.merlin("stop-workers", "--queues", self.task_queue)  # Merlin adds the tag
         deadline = time.monotonic() + timeout
         while self.processes():
             if time.monotonic() > deadline:

@@ -249,6 +249,18 @@ class RedisStore(TrackingStore):
     def delete_task(self, run_id: str, task_id: str) -> bool:
         return bool(self._run("delete_task", [run_member(run_id), task_id]))
 
+    def take_message(self, run_id: str, task_id: str) -> str | None:
+        found = self._run("take_message", [run_member(run_id), task_id])
+        return text(found) if found else None
+
+    def kept_message_ids(self, run_id: str) -> set[str]:
+        key = self.keys.key("run", run_member(run_id), "msgs")
+        (found,) = self._reads.run(lambda pipe: pipe.hkeys(key))
+        return {text(task_id) for task_id in found}
+
+    def keep_message(self, run_id: str, task_id: str, message: str) -> bool:
+        return bool(self._run("keep_message", [run_member(run_id), task_id, message]))
+
     # ------------------------------------------------------------------ reads
     def fetch(self, record_type: type[R], id_or_key: str) -> R | None:
         args = reads.fetch_args(record_type, id_or_key)

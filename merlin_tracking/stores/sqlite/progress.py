@@ -84,6 +84,30 @@ def _store_waiting(conn: sqlite3.Connection, ns: str, run_id: str, waiting: dict
     conn.execute("DELETE FROM run_waiting WHERE ns = ? AND run_id = ? AND n <= 0", (ns, run_id))
 
 
+def _store_messages(
+    conn: sqlite3.Connection,
+    ns: str,
+    run_id: str,
+    events: Sequence[TaskEvent],
+    rows_now: dict[str, rules.TaskRow],
+    before: dict[str, tuple[str, str | None]],
+) -> None:
+    """A kept message (``tracking_keep_messages``) stays until its task finishes."""
+    kept = {e.task_id: e.message for e in events if e.message is not None}
+    for task_id, row in rows_now.items():
+        if row.state in rules.FINAL_COUNTER:
+            if before.get(task_id, ("q", None))[0] not in rules.FINAL_COUNTER:
+                conn.execute(
+                    "DELETE FROM task_message WHERE ns = ? AND run_id = ? AND id = ?",
+                    (ns, run_id, task_id),
+                )
+        elif task_id in kept:
+            conn.execute(
+                "INSERT OR REPLACE INTO task_message (ns, run_id, id, message) VALUES (?, ?, ?, ?)",
+                (ns, run_id, task_id, kept[task_id]),
+            )
+
+
 def forget_waiting(
     conn: sqlite3.Connection, ns: str, run_id: str, state: str, queue: str | None
 ) -> None:
@@ -121,6 +145,7 @@ def apply_task_events(
                 _count_waiting(waiting, before.get(task_id), row)
         _store_rows(conn, ns, run_id, current)
         _store_waiting(conn, ns, run_id, waiting)
+        _store_messages(conn, ns, run_id, run_events, current, before)
         joined = [e.queue for e in run_events if e.queue and e.kind in rules.JOINS_QUEUE]
         if joined:
             run = rows.add_queues(conn, ns, run, joined)
@@ -230,7 +255,7 @@ def drop_tasks(
     ran out, so their expiry is cleared too."""
     for batch in rows.batches(run_ids):
         marks = rows.marks(batch)
-        for table in ("task", "run_waiting"):
+        for table in ("task", "run_waiting", "task_message"):
             conn.execute(f"DELETE FROM {table} WHERE ns = ? AND run_id IN ({marks})", (ns, *batch))
         if expired:
             conn.execute(

@@ -17,6 +17,8 @@ Relationships are rows, not copies on both sides, so the two sides can never dis
     run_queue / lw_queue                 queue indexes, derived from the records' ``queues``
     task             the task ledger: one row per task of a run (see ``stores/rules.py``)
     run_waiting      per run and queue, how many of its tasks wait there (STALLED needs it)
+    task_message     the message a worker received, until its task finishes (opt-in:
+                     ``tracking_keep_messages``), so a lost task can be published again
 
 Foreign keys stop dangling references (cascades drop links, queue rows and task states with
 their run or worker); a study or logical worker is only deleted after its referrers are detached.
@@ -59,6 +61,14 @@ TASK_DDL = (
         queue TEXT NOT NULL,
         n INTEGER NOT NULL,
         PRIMARY KEY (ns, run_id, queue),
+        FOREIGN KEY (ns, run_id) REFERENCES run (ns, id) ON DELETE CASCADE
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS task_message (
+        ns TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (ns, run_id, id),
         FOREIGN KEY (ns, run_id) REFERENCES run (ns, id) ON DELETE CASCADE
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS run_by_tasks_expiry ON run (ns, tasks_expire_at)",

@@ -255,6 +255,21 @@ class SqliteStore(TrackingStore):
         with self._db.transaction(write=True) as conn:
             return tasks.delete_task(conn, self.prefix, run_id, task_id)
 
+    def take_message(self, run_id: str, task_id: str) -> str | None:
+        with self._db.transaction(write=True) as conn:
+            return tasks.take_message(conn, self.prefix, run_id, task_id)
+
+    def kept_message_ids(self, run_id: str) -> set[str]:
+        with self._db.transaction(write=False) as conn:
+            found = conn.execute(
+                "SELECT id FROM task_message WHERE ns = ? AND run_id = ?", (self.prefix, run_id)
+            )
+            return {str(task_id) for (task_id,) in found}
+
+    def keep_message(self, run_id: str, task_id: str, message: str) -> bool:
+        with self._db.transaction(write=True) as conn:
+            return tasks.keep_message(conn, self.prefix, run_id, task_id, message)
+
     def find_dangling(self) -> list[DanglingReference]:
         with self._db.transaction(write=False) as conn:
             return maintenance.find_dangling(conn, self.prefix)

@@ -66,5 +66,35 @@ def delete_task(conn: sqlite3.Connection, ns: str, run_id: str, task_id: str) ->
     if row is None:
         return False
     forget_waiting(conn, ns, run_id, str(row[0]), row[1])
-    conn.execute("DELETE FROM task WHERE ns = ? AND run_id = ? AND id = ?", (ns, run_id, task_id))
+    for table in ("task", "task_message"):
+        conn.execute(
+            f"DELETE FROM {table} WHERE ns = ? AND run_id = ? AND id = ?", (ns, run_id, task_id)
+        )
+    return True
+
+
+def take_message(conn: sqlite3.Connection, ns: str, run_id: str, task_id: str) -> str | None:
+    row = conn.execute(
+        "SELECT m.message FROM task_message AS m JOIN task AS t ON t.ns = m.ns "
+        "AND t.run_id = m.run_id AND t.id = m.id WHERE m.ns = ? AND m.run_id = ? AND m.id = ? "
+        "AND t.state = 'L'",
+        (ns, run_id, task_id),
+    ).fetchone()
+    if row is None:
+        return None
+    conn.execute(
+        "DELETE FROM task_message WHERE ns = ? AND run_id = ? AND id = ?", (ns, run_id, task_id)
+    )
+    return str(row[0])
+
+
+def keep_message(
+    conn: sqlite3.Connection, ns: str, run_id: str, task_id: str, message: str
+) -> bool:
+    if conn.execute("SELECT 1 FROM run WHERE ns = ? AND id = ?", (ns, run_id)).fetchone() is None:
+        return False
+    conn.execute(
+        "INSERT OR REPLACE INTO task_message (ns, run_id, id, message) VALUES (?, ?, ?, ?)",
+        (ns, run_id, task_id, message),
+    )
     return True

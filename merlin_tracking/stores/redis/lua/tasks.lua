@@ -106,3 +106,20 @@ redis.call('HDEL', key('run', run_id, 'tasks'), task)
 redis.call('HDEL', key('run', run_id, 'errors'), task)
 redis.call('HDEL', key('run', run_id, 'msgs'), task)
 return 1
+
+--@@ take_message
+-- ARGV: run id, task id -> the kept message of a LOST task, removed (so that one requeue
+-- publishes it), or false when the task is not lost or has no kept message
+local raw = redis.call('HGET', key('run', ARGV[1], 'tasks'), ARGV[2])
+if not raw or string.sub(raw, 1, 1) ~= 'L' then return false end
+local message = redis.call('HGET', key('run', ARGV[1], 'msgs'), ARGV[2])
+if not message then return false end
+redis.call('HDEL', key('run', ARGV[1], 'msgs'), ARGV[2])
+return message
+
+--@@ keep_message
+-- ARGV: run id, task id, message -> 1 kept | 0 the run is gone (a requeue that could not
+-- publish puts the message back)
+if redis.call('EXISTS', key('run', ARGV[1])) == 0 then return 0 end
+redis.call('HSET', key('run', ARGV[1], 'msgs'), ARGV[2], ARGV[3])
+return 1

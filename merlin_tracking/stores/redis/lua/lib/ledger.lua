@@ -9,6 +9,8 @@
 -- {P}:run:<n>:dict    'n'|'q'|'w' .. text -> index, '#' .. index -> kind .. text, '#' -> last
 -- {P}:run:<n>:errors  task id -> failure or reason lost
 -- {P}:run:<n>:waiting queue ('' unknown) -> tasks of the run queued or retrying there
+-- {P}:run:<n>:msgs    task id -> the message a worker received (tracking_keep_messages), until
+--                     the task finishes
 -- {P}:node:<digest>:inflight  "<run>\t<task>" of the tasks a worker node holds (c, s)
 -- The run hash keeps _inflight (its tasks in c or s) and _last_finish (microseconds).
 
@@ -53,7 +55,7 @@ end
 local function open_run(run_id)
   local rkey = key('run', run_id)
   local ctx = {id = run_id, rkey = rkey, rows = {}, stored = {}, order = {}, counts = {},
-    dict = {}, rdict = {}, errors = {}, queues = {}, started_at = nil, last_finish = nil,
+    dict = {}, rdict = {}, errors = {}, msgs = {}, queues = {}, started_at = nil, last_finish = nil,
     settle = false, ends = false}
   ctx.created_ms = math.floor((tonumber(redis.call('HGET', rkey, 'created_at')) or 0) / 1000)
   local flat = redis.call('HGETALL', key('run', run_id, 'dict'))
@@ -182,6 +184,8 @@ local function apply_one(ctx, ev)
   local task, kind = ev[2], ev[3]
   local queue, name, worker = opt(ev[4]), opt(ev[5]), opt(ev[6])
   local at, err, flags, ended = opt(ev[7]) or now_micros(), opt(ev[8]), opt(ev[9]) or '', opt(ev[10])
+  local message = opt(ev[11])
+  if message then ctx.msgs[task] = message end
   local row = ctx.rows[task]
   local new_task = not row
   if not row then
@@ -285,6 +289,17 @@ local function write_run(ctx, settle, updated_at)
       redis.call('HSET', key('run', ctx.id, 'errors'), task, err)
     else
       redis.call('HDEL', key('run', ctx.id, 'errors'), task)
+    end
+  end
+  -- A kept message (tracking_keep_messages) stays until its task finishes.
+  for _, task in ipairs(ctx.order) do
+    local row = ctx.rows[task]
+    if FINAL_COUNTER[row.state] then
+      if ctx.stored[task] == nil or not FINAL_COUNTER[ctx.stored[task].state] then
+        redis.call('HDEL', key('run', ctx.id, 'msgs'), task)
+      end
+    elseif ctx.msgs[task] then
+      redis.call('HSET', key('run', ctx.id, 'msgs'), task, ctx.msgs[task])
     end
   end
   for q, delta in pairs(waiting) do
