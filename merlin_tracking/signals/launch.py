@@ -38,7 +38,8 @@ def launch_study(
         )
     runs = tracker.db.runs
     try:
-        run = runs.create(study_name, workspace, [], **run_fields)
+        fields = {"task_retention": tracker.config.task_retention, **run_fields}
+        run = runs.create(study_name, workspace, [], **fields)
     except DuplicateEntityError as exc:
         run = runs.get(exc.existing_id)
         study = tracker.db.studies.get(study_name)

@@ -77,8 +77,35 @@ def test_opt_out(conf: dict[str, object], env: dict[str, str]) -> None:
         ({"tracking_enabled": "maybe"}, "tracking_enabled"),
         ({"tracking_settle_seconds": -1}, "tracking_settle_seconds"),
         ({"tracking_settle_seconds": "soon"}, "tracking_settle_seconds"),
+        ({"tracking_task_retention": "a while"}, "tracking_task_retention"),
+        ({"tracking_task_retention": "-3d"}, "tracking_task_retention"),
+        ({"tracking_keep_messages": "perhaps"}, "tracking_keep_messages"),
     ],
 )
 def test_bad_values_name_the_setting(conf: dict[str, object], setting: str) -> None:
     with pytest.raises(ConfigurationError, match=setting):
         config({"result_backend": "redis://x/0", **conf})
+
+
+def test_task_retention_and_kept_messages() -> None:
+    base = {"result_backend": "redis://x/0"}
+    assert (config(base).task_retention, config(base).keep_messages) == (None, False)
+    assert config({**base, "tracking_task_retention": "30d"}).task_retention == 30 * 86_400
+    assert config({**base, "tracking_task_retention": 3600}).task_retention == 3600.0
+    assert config({**base, "tracking_task_retention": "0"}).task_retention == 0.0
+    assert config({**base, "tracking_task_retention": "forever"}).task_retention is None
+    env = {"MERLIN_TRACKING_TASK_RETENTION": "12h", "MERLIN_TRACKING_KEEP_MESSAGES": "yes"}
+    from_env = config(base, env)
+    assert (from_env.task_retention, from_env.keep_messages) == (43_200.0, True)
+    assert config({**base, "tracking_keep_messages": True}).keep_messages is True
+
+
+def test_the_worker_start_up_line_says_what_is_tracked() -> None:
+    from merlin_tracking.resolvers import load_resolver
+    from merlin_tracking.signals.tracker import Tracker
+    from merlin_tracking.signals.worker import describe
+
+    settings = config({"result_backend": "redis://:secret@host:6379/0"})
+    line = describe(Tracker(settings, resolver=load_resolver(settings.run_resolver)))
+    assert "secret" not in line and "redis://:***@host:6379/0" in line
+    assert "resolver 'auto'" in line and "Merlin" in line and "run headers" in line
