@@ -62,7 +62,7 @@ def _report(
             flags = _flags(request)
             if kind is TaskEventKind.SUCCEEDED and task_name in tracker.ends_run:
                 flags += ENDS_RUN
-            worker = _opt_str(getattr(request, "hostname", None))
+            worker = tracker.node_name or _opt_str(getattr(request, "hostname", None))
             tracker.record(run, task_id, kind, None, task_name, worker, error, flags)
     except Exception:
         logger.exception("merlin_tracking: %s hook failed (task unaffected)", kind.value)
@@ -246,7 +246,7 @@ def _resolve_revoked(task: Any, request: Any, task_id: str) -> RunIdentity | Non
                 TaskEventKind.RECEIVED,
                 queue,
                 getattr(task, "name", None),
-                _opt_str(getattr(request, "hostname", None)),
+                tracker.node_name or _opt_str(getattr(request, "hostname", None)),
                 flags=COUNTED_AT_WORKER,
             )
         return run
@@ -311,7 +311,7 @@ def on_task_received(sender: Any = None, request: Any = None, **_: Any) -> None:
             TaskEventKind.RECEIVED,
             _routing_key(getattr(request, "delivery_info", None)),
             _opt_str(getattr(request, "name", None)),
-            _opt_str(getattr(request, "hostname", None)),
+            tracker.node_name or _opt_str(getattr(request, "hostname", None)),
             flags=flags,
             message=kept_message(request) if tracker.config.keep_messages else None,
         )

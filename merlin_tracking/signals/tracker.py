@@ -77,6 +77,10 @@ class Tracker:
         #: Names of tasks whose success completes their run at once (``resolver.ends_run``).
         self.ends_run: frozenset[str] = frozenset(getattr(resolver, "ends_run", ()))
         self._resolved: OrderedDict[str, RunIdentity] = OrderedDict()
+        #: The Celery node name of the worker this process belongs to (set by the worker
+        #: bootstep before the pool starts, so pool processes inherit it): task requests do not
+        #: always carry it (Celery puts the host name in some pools' requests).
+        self.node_name: str | None = None
         # When (time.monotonic) the worker should next try to settle runs counted here.
         self.settle_due: float | None = None
         # Set to wake the worker's heartbeat thread early (a first settle deadline, shutdown).

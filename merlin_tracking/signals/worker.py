@@ -271,6 +271,9 @@ class TrackingStep(bootsteps.StartStopStep):  # type: ignore[misc]
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self.session: WorkerSession | None = None
+        tracker = tracker_for(parent.app)
+        if tracker is not None:  # before the pool forks: its processes know their worker
+            tracker.node_name = str(parent.hostname)
 
     def start(self, parent: Any) -> None:
         tracker = tracker_for(parent.app)

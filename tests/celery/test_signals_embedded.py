@@ -109,6 +109,31 @@ def test_chain_group_and_chord_runs_complete_with_exact_counters(
     assert len(db.runs.get_all()) == 3
 
 
+def test_task_records_follow_the_work_and_retention_drops_them(
+    tracked_app: AppFactory, db: TrackingDatabase, prefix: str
+) -> None:
+    """Each task of a run has a record naming its task, queue and worker; with
+    ``tracking_task_retention = 0`` a completed run keeps only its counters."""
+    app, t = tracked_app()
+    kept_app, kept_t = tracked_app(tracking_task_retention=0)
+    with embedded_worker(app, "threads", prefix):
+        run = launch_study(app, "records", "/ws/records", group(t.add.s(i, i) for i in range(3)))
+        wait_for_run(db, run.id, counters(3), RunStatus.COMPLETED)
+        tasks = db.tasks.get_all({"run_id": run.id})
+        assert {(task.name, task.queue, task.worker, task.state.value) for task in tasks} == {
+            ("mt.add", queue_name(prefix), worker_name(prefix), "SUCCEEDED")
+        }
+        assert len(tasks) == 3 and all(task.attempts == 1 for task in tasks)
+        kept_app.set_current()
+        dropped = launch_study(
+            kept_app, "records", "/ws/dropped", group(kept_t.add.s(i, i) for i in range(3))
+        )
+        assert dropped.task_retention == 0
+        wait_for_run(db, dropped.id, counters(3), RunStatus.COMPLETED)
+    assert db.tasks.get_all({"run_id": dropped.id}) == []
+    assert db.runs.get(dropped.id).counters == counters(3)
+
+
 @pytest.mark.parametrize("pool", ["threads", "prefork"])
 def test_chord_of_a_thousand_tasks(
     pool: str, tracked_app: AppFactory, db: TrackingDatabase, prefix: str
