@@ -336,7 +336,7 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
 
 def exact_counters(tasks: int) -> dict[str, int]:
     return {"queued": tasks, "started": tasks, "succeeded": tasks, "failed": 0, "retried": 0,
-            "revoked": 0}  # fmt: skip
+            "revoked": 0, "lost": 0}  # fmt: skip
 
 
 def wait_for_ledger(bench: Bench, db: TrackingDatabase, key: str) -> tuple[float, int]:

@@ -54,6 +54,7 @@ end
 -- One run's context while a batch is applied: its dictionary, rows and changes.
 local function open_run(run_id)
   local rkey = key('run', run_id)
+  upgrade_wave_1(rkey, run_id)  -- before its records are read and their counts changed
   local ctx = {id = run_id, rkey = rkey, rows = {}, stored = {}, order = {}, counts = {},
     dict = {}, rdict = {}, errors = {}, msgs = {}, queues = {}, started_at = nil, last_finish = nil,
     settle = false, ends = false}

@@ -37,6 +37,23 @@ local function number(rkey, field)
   return tonumber(raw)
 end
 
+-- A wave-1 run (record version 1) kept no in-flight or waiting counts: work them out of its
+-- task records once (started tasks in flight on an unknown worker, queued and retrying ones
+-- waiting on an unknown queue), then mark the run version 2, whose fields are a superset.
+local function upgrade_wave_1(rkey, run_id)
+  if redis.call('HGET', rkey, 'v') ~= '1' then return end
+  local flat = redis.call('HGETALL', key('run', run_id, 'tasks'))
+  local inflight, waiting = 0, 0
+  for i = 2, #flat, 2 do
+    local letter = string.sub(flat[i], 1, 1)
+    if letter == 's' or letter == 'c' then inflight = inflight + 1 end
+    if letter == 'q' or letter == 'r' then waiting = waiting + 1 end
+  end
+  if inflight > 0 then redis.call('HINCRBY', rkey, '_inflight', inflight) end
+  if waiting > 0 then redis.call('HINCRBY', key('run', run_id, 'waiting'), '', waiting) end
+  redis.call('HSET', rkey, 'v', '2')
+end
+
 local function judge(rkey, run_id, old)
   local function n(field) return number(rkey, field) or 0 end
   local queued = n('tasks_queued')
@@ -79,6 +96,7 @@ end
 local function refresh_run_status(run_id, forced)
   local rkey = key('run', run_id)
   local old = jget(rkey, 'status', 'INITIALIZED')
+  upgrade_wave_1(rkey, run_id)
   local new = forced or judge(rkey, run_id, old)
   local active = ACTIVE_STATUS[new]
   local until_ = number(rkey, 'settle_until')
