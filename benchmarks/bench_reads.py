@@ -160,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     lost_rows: list[str] = []
     with private_redis(args.redis_server) as url:
         client = redis.Redis.from_url(url)
+        server_version = str(client.info("server").get("redis_version", "?"))
         folder = tempfile.mkdtemp(prefix="mt-bench-sqlite-")
         for db, raw in (
             (TrackingDatabase.from_url(url, prefix="bench_reads"), client),
@@ -199,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "goal ≤ 120 B).",
             "",
             f"Machine: {facts.get('CPU', '?')}, {facts.get('nproc', '?')} cores, Python "
-            f"{facts.get('Python', '?')}, redis-server {facts.get('redis-server', '?')}, "
+            f"{facts.get('Python', '?')}, redis-server {server_version}, "
             f"{git_state()}; load {loads[0]} at start, {loads[1]} at end; "
             f"{datetime.now(timezone.utc):%Y-%m-%d}.",
             END,

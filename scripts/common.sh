@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Shared by scripts/test.sh and scripts/example.sh: logging, Debian packages without starting
-# services, and a Python that can pip-install the project. Source it; it sets nothing else.
+# Shared by scripts/test.sh, lint.sh and example.sh: the interpreter and virtualenv settings,
+# logging, Debian packages without starting services, and a Python that can pip-install the
+# project. Source it from the repository root.
+
+PYTHON="${PYTHON:-python3}"
+VENV="${MERLIN_TRACKING_VENV:-${HOME:-/root}/.cache/merlin_tracking/venv}"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 
 log() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; }
 

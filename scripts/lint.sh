@@ -9,10 +9,6 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PYTHON="${PYTHON:-python3}"
-VENV="${MERLIN_TRACKING_VENV:-${HOME:-/root}/.cache/merlin_tracking/venv}"
-export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
-
 # shellcheck source=scripts/common.sh
 source scripts/common.sh
 

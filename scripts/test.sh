@@ -25,10 +25,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PYTHON="${PYTHON:-python3}"
 NEED_RABBITMQ="${MERLIN_TRACKING_NEED_RABBITMQ:-1}"
-VENV="${MERLIN_TRACKING_VENV:-${HOME:-/root}/.cache/merlin_tracking/venv}"
-export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 
 # shellcheck source=scripts/common.sh
 source scripts/common.sh

@@ -309,16 +309,28 @@ def active_runs_on_queues(conn: sqlite3.Connection, ns: str, queues: Iterable[st
 
 
 def settled_changes(conn: sqlite3.Connection, ns: str, now: datetime) -> list[str]:
-    """Active runs whose ``settle_until`` has passed (they may complete now)."""
-    placeholders = ", ".join("?" for _ in ACTIVE_STATUSES)
-    until = "CAST(json_extract(fields, '$.settle_until') AS INTEGER)"
+    """Runs whose ``settle_until`` has passed (they may complete now). Only active runs keep
+    one: it is cleared when it passes or the run ends."""
     return [
         str(row[0])
         for row in conn.execute(
-            f"SELECT id FROM run WHERE ns = ? AND status IN ({placeholders}) AND {until} <= ?",
-            (ns, *(status.value for status in ACTIVE_STATUSES), datetime_to_micros(now)),
+            "SELECT id FROM run WHERE ns = ? AND settle_at IS NOT NULL AND settle_at <= ?",
+            (ns, datetime_to_micros(now)),
         )
     ]
+
+
+def anything_due(conn: sqlite3.Connection, ns: str, now: datetime) -> bool:
+    """Whether ``catch_up`` has work: a stale worker, a passed settle time or expired task
+    records (one indexed probe each, in one statement)."""
+    at = datetime_to_micros(now)
+    (due,) = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM physical_worker WHERE ns = :ns AND alive_until < :at "
+        "AND status = 'RUNNING') OR EXISTS (SELECT 1 FROM run WHERE ns = :ns AND settle_at <= :at) "
+        "OR EXISTS (SELECT 1 FROM run WHERE ns = :ns AND tasks_expire_at <= :at)",
+        {"ns": ns, "at": at},
+    ).fetchone()
+    return bool(due)
 
 
 def settle_runs(

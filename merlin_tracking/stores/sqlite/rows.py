@@ -30,7 +30,7 @@ R = TypeVar("R", bound=Record)
 # Table of each entity (entity names are also the table names) and its indexed columns.
 COLUMNS: dict[str, tuple[str, ...]] = {
     "study": ("name",),
-    "run": ("study_id", "workspace", "status"),
+    "run": ("study_id", "workspace", "status", "settle_at"),
     "logical_worker": ("name",),
     "physical_worker": ("name", "status", "host", "logical_worker_id", "alive_until"),
 }
@@ -78,8 +78,14 @@ def alive_until(worker: PhysicalWorker) -> int | None:
     return datetime_to_micros(last) + round(worker.stale_after * 1_000_000)
 
 
+def settle_at(run: Run) -> int | None:
+    """Microseconds of a run's ``settle_until``: the indexed column that finds the runs whose
+    settle time passed without reading every run."""
+    return None if run.settle_until is None else datetime_to_micros(run.settle_until)
+
+
 # Columns computed from a record rather than read from one of its attributes.
-_DERIVED: dict[str, Any] = {"alive_until": alive_until}
+_DERIVED: dict[str, Any] = {"alive_until": alive_until, "settle_at": settle_at}
 
 
 def _column_values(record: Record) -> list[Any]:

@@ -72,6 +72,7 @@ TASK_DDL = (
         FOREIGN KEY (ns, run_id) REFERENCES run (ns, id) ON DELETE CASCADE
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS run_by_tasks_expiry ON run (ns, tasks_expire_at)",
+    "CREATE INDEX IF NOT EXISTS run_by_settle_time ON run (ns, settle_at)",
     "CREATE INDEX IF NOT EXISTS physical_worker_by_deadline ON physical_worker (ns, alive_until)",
 )
 
@@ -98,6 +99,7 @@ DDL = (
         workspace TEXT NOT NULL,
         status TEXT NOT NULL,
         fields TEXT NOT NULL,
+        settle_at INTEGER,
         tasks_expire_at INTEGER,
         PRIMARY KEY (ns, id),
         UNIQUE (ns, seq),
@@ -185,9 +187,14 @@ def _refuse_newer(version: int | None, path: str) -> None:
 def _v1_to_v2(conn: sqlite3.Connection) -> None:
     """Version 1 kept one state letter per task (``task_state``): those become task rows
     (a task in a started or finished-by-running state counts one attempt), queued tasks are
-    counted per queue of their run, runs get the column of their task records' expiry and
-    physical workers the one of their liveness deadline."""
+    counted per queue of their run, runs get the columns of their settle time and of their task
+    records' expiry, physical workers the one of their liveness deadline."""
     conn.execute("ALTER TABLE run ADD COLUMN tasks_expire_at INTEGER")
+    conn.execute("ALTER TABLE run ADD COLUMN settle_at INTEGER")
+    conn.execute(
+        "UPDATE run SET settle_at = CAST(json_extract(fields, '$.settle_until') AS INTEGER) "
+        "WHERE json_extract(fields, '$.settle_until') IS NOT NULL"
+    )
     conn.execute("ALTER TABLE physical_worker ADD COLUMN alive_until INTEGER")
     conn.execute(
         "UPDATE physical_worker SET alive_until = CAST(json_extract(fields, "

@@ -150,12 +150,7 @@ class SqliteStore(TrackingStore):
         # only when something is due (then look again under it).
         ns = self.prefix
         with self._db.transaction(write=False) as conn:
-            now = _now()
-            if not (
-                liveness.stale_worker_ids(conn, ns, now)
-                or progress.settled_changes(conn, ns, now)
-                or progress.expired_task_runs(conn, ns, now)
-            ):
+            if not progress.anything_due(conn, ns, _now()):
                 return CatchUp()
         with self._db.transaction(write=True) as conn:
             now = _now()
