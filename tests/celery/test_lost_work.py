@@ -7,6 +7,7 @@ sees is what any reader sees, with no monitor process running.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -131,16 +132,19 @@ def test_a_task_holding_the_interpreter_lock_does_not_stall_its_worker(ledger: L
     window = 3 * STALE_AFTER
     run = ledger.launch(client, client.signature("plain_app.hold_gil", args=(window + 2,)))
     reader = ledger.db
-    statuses, run_statuses = [], []
+    statuses, run_statuses, read_at = [], [], []
     deadline = time.monotonic() + 60
     while (seen := reader.runs.get(run.id)).status is not RunStatus.COMPLETED:
         assert time.monotonic() < deadline, worker.logs()
         run_statuses.append(seen.status)
         statuses.append(reader.physical_workers.get(record.id).status)
+        read_at.append(time.monotonic())
         time.sleep(0.1)
     assert set(statuses) == {WorkerStatus.RUNNING}, statuses
     assert RunStatus.STALLED not in run_statuses, run_statuses
-    assert len(statuses) >= 10 * window  # read all along the hold
+    # Read all along the hold: from before it passed stale_after until after three times that.
+    assert read_at[-1] - read_at[0] >= window - 1.0, read_at
+    assert max(b - a for a, b in itertools.pairwise(read_at)) < STALE_AFTER / 2
     assert seen.counters == exact(1)
     (task,) = reader.tasks.get_all({"run_id": run.id})
     assert task.duration is not None and task.duration >= window, task  # held long enough
