@@ -17,6 +17,7 @@ subprocess at its own Redis, key prefix and queue:
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from typing import Any
@@ -81,11 +82,10 @@ def careful_sleeper(seconds: float) -> float:
 
 
 @app.task(name="plain_app.hold_gil")
-def hold_gil(seconds: float) -> int:
-    """Keep the interpreter lock for about ``seconds`` in one C call (no other thread of the
-    process runs meanwhile), as a long numeric kernel does."""
-    sum(range(1_000_000))  # warm up, then measure
-    start = time.perf_counter()
-    sum(range(10_000_000))
-    per_item = max(1e-10, (time.perf_counter() - start) / 10_000_000)
-    return sum(range(int(float(seconds) / per_item)))
+def hold_gil(seconds: float) -> float:
+    """Stay ``seconds`` (whole) in one C call that keeps the interpreter lock, as a long
+    numeric kernel does: ``ctypes.PyDLL`` calls do not release it, so no other thread of the
+    process runs meanwhile."""
+    libc = ctypes.PyDLL(None)
+    libc.sleep(int(seconds))
+    return float(int(seconds))
