@@ -16,8 +16,6 @@ child resolves itself only if that did not happen.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping, MutableMapping
@@ -31,8 +29,16 @@ from merlin_tracking.identity import (
     run_of_request,
 )
 from merlin_tracking.records.events import COUNTED_AT_WORKER, ENDS_RUN, TaskEventKind
-from merlin_tracking.records.task import clip_error
 from merlin_tracking.signals.registry import active_tracker
+from merlin_tracking.signals.requests import (
+    context_body,
+    decoded_body,
+    described,
+    headers_of,
+    kept_message,
+    opt_str,
+    routing_key,
+)
 from merlin_tracking.signals.tracker import Tracker
 
 logger = logging.getLogger("merlin_tracking")
@@ -58,11 +64,11 @@ def _report(
     try:
         tracker = active_tracker()
         if tracker is not None and run is not None and isinstance(task_id, str):
-            task_name = _opt_str(name) or _opt_str(getattr(request, "task", None))
+            task_name = opt_str(name) or opt_str(getattr(request, "task", None))
             flags = _flags(request)
             if kind is TaskEventKind.SUCCEEDED and task_name in tracker.ends_run:
                 flags += ENDS_RUN
-            worker = tracker.node_name or _opt_str(getattr(request, "hostname", None))
+            worker = tracker.node_name or opt_str(getattr(request, "hostname", None))
             tracker.record(run, task_id, kind, None, task_name, worker, error, flags)
     except Exception:
         logger.exception("merlin_tracking: %s hook failed (task unaffected)", kind.value)
@@ -73,51 +79,13 @@ def _flags(request: Any) -> str:
     return COUNTED_AT_WORKER if counted == "worker" else ""
 
 
-def _headers_of(request: Any) -> Mapping[str, Any] | None:
-    """Message headers of a worker Request object (``request_dict``), if it has them."""
-    headers = getattr(request, "request_dict", None)
-    return headers if isinstance(headers, Mapping) else None
-
-
-def _opt_str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _described(exc: Any) -> str | None:
-    """``Type: message`` of an exception, at most ``ERROR_LIMIT`` bytes."""
-    if not isinstance(exc, BaseException):
-        return None
-    text = str(exc)
-    return clip_error(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
-
-
-def _decoded_body(request: Any) -> tuple[Any, Any, Any]:
-    """(args, kwargs, embed) of a worker Request: the worker already decoded the body of the
-    task it is about to run (Celery keeps it as ``_payload``)."""
-    payload = getattr(request, "_payload", None)
-    if isinstance(payload, (tuple, list)) and len(payload) == 3:
-        return payload[0], payload[1], payload[2]
-    return getattr(request, "args", None), getattr(request, "kwargs", None), None
-
-
-def _context_body(request: Any) -> tuple[Any, Any, Any]:
-    """(args, kwargs, embed) of a running task's Context (Celery copied the embed into it)."""
-    embed = {"chain": getattr(request, "chain", None), "chord": getattr(request, "chord", None)}
-    return getattr(request, "args", None), getattr(request, "kwargs", None), embed
-
-
-def _routing_key(delivery: Any) -> str | None:
-    key = delivery.get("routing_key") if isinstance(delivery, Mapping) else None
-    return _opt_str(key)
-
-
 def _resolve_request(
     tracker: Tracker, request: Any, headers: Mapping[str, Any]
 ) -> RunIdentity | None:
     """Ask the resolver about a task at the worker (a Request in the main process)."""
-    root_id = _opt_str(headers.get("root_id"))
-    parent_id = _opt_str(headers.get("parent_id"))
-    group_id = _opt_str(headers.get("group"))
+    root_id = opt_str(headers.get("root_id"))
+    parent_id = opt_str(headers.get("parent_id"))
+    group_id = opt_str(headers.get("group"))
     run = tracker.cached(root_id, parent_id, group_id)
     if run is not None:
         return run
@@ -131,9 +99,9 @@ def _resolve_request(
         parent_id=parent_id,
         group_id=group_id,
         headers=headers,
-        queue=_routing_key(getattr(request, "delivery_info", None)),
+        queue=routing_key(getattr(request, "delivery_info", None)),
         where="worker",
-        _load_body=lambda: _decoded_body(request),
+        _load_body=lambda: decoded_body(request),
     )
     return tracker.ask(message)
 
@@ -141,9 +109,9 @@ def _resolve_request(
 def _resolve_context(tracker: Tracker, task: Any, request: Any) -> RunIdentity | None:
     """Ask the resolver about the running task (its Context), and keep the answer on it so
     that the task's later events and everything it publishes carry the run."""
-    root_id = _opt_str(getattr(request, "root_id", None))
-    parent_id = _opt_str(getattr(request, "parent_id", None))
-    group_id = _opt_str(getattr(request, "group", None))
+    root_id = opt_str(getattr(request, "root_id", None))
+    parent_id = opt_str(getattr(request, "parent_id", None))
+    group_id = opt_str(getattr(request, "group", None))
     run = tracker.cached(root_id, parent_id, group_id)
     if run is None:
         name = str(getattr(task, "name", "") or "")
@@ -158,9 +126,9 @@ def _resolve_context(tracker: Tracker, task: Any, request: Any) -> RunIdentity |
                 parent_id=parent_id,
                 group_id=group_id,
                 headers=headers if isinstance(headers, Mapping) else {},
-                queue=_routing_key(getattr(request, "delivery_info", None)),
+                queue=routing_key(getattr(request, "delivery_info", None)),
                 where="worker",
-                _load_body=lambda: _context_body(request),
+                _load_body=lambda: context_body(request),
             )
         )
     if run is not None:
@@ -205,7 +173,7 @@ def on_task_failure(
     # A pool process that died (SIGKILL, OOM) lost the task rather than failing it.
     lost = type(exception).__name__ == "WorkerLostError"
     kind = TaskEventKind.LOST if lost else TaskEventKind.FAILED
-    _report(run, task_id, kind, request, getattr(sender, "name", None), _described(exception))
+    _report(run, task_id, kind, request, getattr(sender, "name", None), described(exception))
 
 
 def on_task_retry(sender: Any = None, request: Any = None, **_: Any) -> None:
@@ -222,7 +190,7 @@ def on_task_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
     # Celery passes the task's Context (headers are attributes); a worker Request object keeps
     # them in ``request_dict``; failing both, use what task_received saw.
     task_id = getattr(request, "id", None)
-    run = run_of_request(request) or run_of_headers(_headers_of(request))
+    run = run_of_request(request) or run_of_headers(headers_of(request))
     if run is None and isinstance(task_id, str):
         run = _received.get(task_id)
         if run is None and request is not None:
@@ -239,45 +207,19 @@ def _resolve_revoked(task: Any, request: Any, task_id: str) -> RunIdentity | Non
     try:
         run = _resolve_context(tracker, task, request)
         if run is not None:
-            queue = _routing_key(getattr(request, "delivery_info", None))
+            queue = routing_key(getattr(request, "delivery_info", None))
             tracker.record(
                 run,
                 task_id,
                 TaskEventKind.RECEIVED,
                 queue,
                 getattr(task, "name", None),
-                tracker.node_name or _opt_str(getattr(request, "hostname", None)),
+                tracker.node_name or opt_str(getattr(request, "hostname", None)),
                 flags=COUNTED_AT_WORKER,
             )
         return run
     except Exception:
         logger.exception("merlin_tracking: run resolution failed (task unaffected)")
-        return None
-
-
-def kept_message(request: Any) -> str | None:
-    """The message a worker received, as JSON (``tracking_keep_messages``): its body as
-    received (base64), headers, properties and routing, enough to publish it again as is."""
-    message = getattr(request, "message", None)
-    body = getattr(message, "body", None)
-    if not isinstance(body, (bytes, str)):
-        return None
-    raw = body.encode("utf-8") if isinstance(body, str) else body
-    delivery = getattr(message, "delivery_info", None) or {}
-    properties = dict(getattr(message, "properties", None) or {})
-    properties.pop("delivery_info", None)
-    document = {
-        "body": base64.b64encode(raw).decode("ascii"),
-        "content_type": getattr(message, "content_type", None),
-        "content_encoding": getattr(message, "content_encoding", None),
-        "headers": dict(getattr(message, "headers", None) or {}),
-        "properties": properties,
-        "exchange": delivery.get("exchange") or "",
-        "routing_key": delivery.get("routing_key"),
-    }
-    try:
-        return json.dumps(document, separators=(",", ":"), default=str)
-    except (TypeError, ValueError):
         return None
 
 
@@ -287,7 +229,7 @@ def on_task_received(sender: Any = None, request: Any = None, **_: Any) -> None:
     resolve tasks that arrive without run headers."""
     try:
         tracker = active_tracker()
-        headers = _headers_of(request)
+        headers = headers_of(request)
         task_id = getattr(request, "id", None)
         if tracker is None or not isinstance(task_id, str):
             return
@@ -309,9 +251,9 @@ def on_task_received(sender: Any = None, request: Any = None, **_: Any) -> None:
             run,
             task_id,
             TaskEventKind.RECEIVED,
-            _routing_key(getattr(request, "delivery_info", None)),
-            _opt_str(getattr(request, "name", None)),
-            tracker.node_name or _opt_str(getattr(request, "hostname", None)),
+            routing_key(getattr(request, "delivery_info", None)),
+            opt_str(getattr(request, "name", None)),
+            tracker.node_name or opt_str(getattr(request, "hostname", None)),
             flags=flags,
             message=kept_message(request) if tracker.config.keep_messages else None,
         )
