@@ -44,7 +44,9 @@ def context_body(request: Any) -> tuple[Any, Any, Any]:
     return getattr(request, "args", None), getattr(request, "kwargs", None), embed
 
 
-def routing_key(delivery: Any) -> str | None:
+def arrival_queue(request: Any) -> str | None:
+    """The routing key the request's message arrived with (its queue, in the usual setup)."""
+    delivery = getattr(request, "delivery_info", None)
     key = delivery.get("routing_key") if isinstance(delivery, Mapping) else None
     return opt_str(key)
 

@@ -31,13 +31,13 @@ from merlin_tracking.identity import (
 from merlin_tracking.records.events import COUNTED_AT_WORKER, ENDS_RUN, TaskEventKind
 from merlin_tracking.signals.registry import active_tracker
 from merlin_tracking.signals.requests import (
+    arrival_queue,
     context_body,
     decoded_body,
     described,
     headers_of,
     kept_message,
     opt_str,
-    routing_key,
 )
 from merlin_tracking.signals.tracker import Tracker
 
@@ -68,10 +68,14 @@ def _report(
             flags = _flags(request)
             if kind is TaskEventKind.SUCCEEDED and task_name in tracker.ends_run:
                 flags += ENDS_RUN
-            worker = tracker.node_name or opt_str(getattr(request, "hostname", None))
+            worker = _worker_of(tracker, request)
             tracker.record(run, task_id, kind, None, task_name, worker, error, flags)
     except Exception:
         logger.exception("merlin_tracking: %s hook failed (task unaffected)", kind.value)
+
+
+def _worker_of(tracker: Tracker, request: Any) -> str | None:
+    return tracker.node_name or opt_str(getattr(request, "hostname", None))
 
 
 def _flags(request: Any) -> str:
@@ -99,7 +103,7 @@ def _resolve_request(
         parent_id=parent_id,
         group_id=group_id,
         headers=headers,
-        queue=routing_key(getattr(request, "delivery_info", None)),
+        queue=arrival_queue(request),
         where="worker",
         _load_body=lambda: decoded_body(request),
     )
@@ -126,7 +130,7 @@ def _resolve_context(tracker: Tracker, task: Any, request: Any) -> RunIdentity |
                 parent_id=parent_id,
                 group_id=group_id,
                 headers=headers if isinstance(headers, Mapping) else {},
-                queue=routing_key(getattr(request, "delivery_info", None)),
+                queue=arrival_queue(request),
                 where="worker",
                 _load_body=lambda: context_body(request),
             )
@@ -207,14 +211,14 @@ def _resolve_revoked(task: Any, request: Any, task_id: str) -> RunIdentity | Non
     try:
         run = _resolve_context(tracker, task, request)
         if run is not None:
-            queue = routing_key(getattr(request, "delivery_info", None))
+            queue = arrival_queue(request)
             tracker.record(
                 run,
                 task_id,
                 TaskEventKind.RECEIVED,
                 queue,
                 getattr(task, "name", None),
-                tracker.node_name or opt_str(getattr(request, "hostname", None)),
+                _worker_of(tracker, request),
                 flags=COUNTED_AT_WORKER,
             )
         return run
@@ -251,9 +255,9 @@ def on_task_received(sender: Any = None, request: Any = None, **_: Any) -> None:
             run,
             task_id,
             TaskEventKind.RECEIVED,
-            routing_key(getattr(request, "delivery_info", None)),
+            arrival_queue(request),
             opt_str(getattr(request, "name", None)),
-            tracker.node_name or opt_str(getattr(request, "hostname", None)),
+            _worker_of(tracker, request),
             flags=flags,
             message=kept_message(request) if tracker.config.keep_messages else None,
         )
