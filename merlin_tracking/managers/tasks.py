@@ -1,10 +1,9 @@
 """Tasks: the ledger of each run's tasks (``db.tasks``), written by the signal hooks.
 
-A task record lives with its run (deleting a run deletes its tasks), so lookups and filters
-start from runs: a ``run_id`` filter reads those runs' ledgers, a ``queue`` filter the runs that
-used the queue, anything else every run, newest first for ``get`` and oldest first for
-``get_all``. The per-task work is filtering records already read: the cost follows the runs
-read, which a ``run_id`` filter keeps to the run asked about.
+A task record lives with its run (deleting a run deletes its tasks). Filters go through the
+stores' task indexes (``TrackingStore.find_tasks``): the runs that hold matching records, then
+only those records, so the cost follows the matches. ``get`` without a run looks in the runs
+newest first.
 """
 
 from __future__ import annotations
@@ -13,13 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from merlin_tracking.errors import RunNotFoundError, TaskNotFoundError
-from merlin_tracking.ids import id_sort_key
 from merlin_tracking.managers.base import can_name_a_record, require_text
 from merlin_tracking.managers.filters import check_limit, normalise_filters
 from merlin_tracking.records import Run, Task
 from merlin_tracking.stores.base import TrackingStore
-
-_FIELD = {"state": "state", "worker": "worker", "name": "name", "queue": "queue"}
 
 
 class TaskManager:
@@ -48,17 +44,7 @@ class TaskManager:
         normalised = normalise_filters("task", filters)
         limit = check_limit(limit)
         self.store.catch_up_before_read()
-        run_filter = {"queues": normalised["queue"]} if "queue" in normalised else {}
-        run_ids = self.store.find_ids(Run, run_filter)
-        if "run_id" in normalised:
-            wanted = set(normalised["run_id"])
-            run_ids = [run_id for run_id in run_ids if run_id in wanted]
-        found: list[Task] = []
-        for run_id in sorted(run_ids, key=id_sort_key):
-            found += [t for t in self.store.run_tasks(run_id) if _matches(t, normalised)]
-            if limit is not None and len(found) >= limit:
-                break
-        return found[:limit] if limit is not None else found
+        return self.store.find_tasks(normalised, limit)
 
     def delete(self, task_id: str, run_id: str | None = None) -> None:
         """Delete a task record (its run's counters stay); ``TaskNotFoundError`` if none."""
@@ -83,17 +69,6 @@ class TaskManager:
         if not can_name_a_record(run_id) or self.store.fetch(Run, run_id) is None:
             raise RunNotFoundError(str(run_id))
         return self.store.run_tasks(run_id)
-
-
-def _matches(task: Task, filters: Mapping[str, list[str]]) -> bool:
-    for key, attribute in _FIELD.items():
-        values = filters.get(key)
-        if values is not None:
-            value = getattr(task, attribute)
-            text = getattr(value, "value", value)
-            if text not in values:
-                return False
-    return True
 
 
 __all__ = ["TaskManager"]

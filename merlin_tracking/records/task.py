@@ -10,6 +10,7 @@ task arguments; ``error`` is the exception type and message of a failure (at mos
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import ClassVar
 
@@ -86,3 +87,18 @@ class Task(Record):
         if self.started_at is None or self.finished_at is None:
             return None
         return max(0.0, (self.finished_at - self.started_at).total_seconds())
+
+
+def task_matches(task: Task, filters: Mapping[str, Sequence[str]]) -> bool:
+    """Whether a record matches every filter (``run_id``, ``state``, ``name``, ``queue``,
+    ``worker``, each a list of accepted values): the one copy of the rule."""
+    for key, values in filters.items():
+        if key == "run_id":
+            value: str | None = task.run_id
+        elif key == "state":
+            value = task.state.value
+        else:
+            value = getattr(task, key)
+        if value not in values:
+            return False
+    return True

@@ -186,6 +186,15 @@ class TrackingStore(ABC):
         ``created_at``, then id); an empty list for a run without tasks or records."""
 
     @abstractmethod
+    def find_tasks(
+        self, filters: Mapping[str, Sequence[str]], limit: int | None = None
+    ) -> list[Task]:
+        """Task records matching ``filters`` (``run_id``, ``state``, ``name``, ``queue``,
+        ``worker``: each a list of accepted values, ``state`` by ``TaskState`` value), by run
+        oldest first, then as ``run_tasks`` orders them; at most ``limit``. Indexed: the work
+        follows the matching records, not every record of every run."""
+
+    @abstractmethod
     def find_task(self, task_id: str) -> Task | None:
         """The record of task ``task_id`` (in the newest run that has one), else None."""
 

@@ -12,7 +12,10 @@ a cluster. Nothing outside the prefix is ever read, scanned or deleted.
     {p}:run:seq               string the run sequence: run "r<n>" is stored as <n>
     {p}:run:<n>               hash   run fields; ``workers`` and ``queues`` are JSON lists,
                                      task counters are plain integers (HINCRBY)
-    {p}:run:<n>:tasks         hash   task id -> state letter, so each task counts once
+    {p}:run:<n>:tasks         hash   packed task id -> task record, so each task counts once
+                                     (the ledger's keys: lua/lib/ledger.lua)
+    {p}:task:s:<letter>       set    run numbers with task records in that state
+    {p}:task:n|q|w:<hash>     set    run numbers with task records of that name, queue, worker
     {p}:run:status:<S>        set    run numbers by status (their union is every run)
     {p}:run:queue:<q>         set    run numbers by queue
     {p}:run:workspace         hash   digest(workspace) -> id (unique)
@@ -36,9 +39,13 @@ the same digest with ``redis.sha1hex``.
 from __future__ import annotations
 
 import hashlib
+import re
+import uuid
 
 from merlin_tracking.ids import run_id, run_sequence
 from merlin_tracking.stores.base import DEFAULT_PREFIX, check_prefix
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 ENTITY_SEGMENT = {
     "study": "study",
@@ -51,6 +58,31 @@ ENTITY_SEGMENT = {
 def digest(value: str) -> bytes:
     """Unique-index field for ``value`` (must match ``digest`` in lua/prelude.lua)."""
     return hashlib.sha1(value.encode("utf-8")).digest()[:12]
+
+
+def pack_task_id(task_id: str) -> bytes:
+    """Field of a task in ``{p}:run:<n>:tasks`` (``pack_id`` in lua/prelude.lua): a canonical
+    lowercase UUID as its 16 bytes, any other id as its UTF-8 text, behind a NUL when that is
+    16 bytes long or starts with one."""
+    if len(task_id) == 36 and _UUID.fullmatch(task_id):
+        return bytes.fromhex(task_id.replace("-", ""))
+    raw = task_id.encode("utf-8")
+    return b"\0" + raw if len(raw) == 16 or raw[:1] == b"\0" else raw
+
+
+def unpack_task_id(field: bytes) -> str:
+    """The task id a ``pack_task_id`` field (or a ledger's text field from before) stands for."""
+    if len(field) == 16:
+        return str(uuid.UUID(bytes=field))
+    if field[:1] == b"\0":
+        field = field[1:]
+    return field.decode("utf-8")
+
+
+def value_hash(value: str) -> str:
+    """Key part of the run sets indexing task records by a name, queue or worker
+    (``value_hash`` in lua/prelude.lua)."""
+    return hashlib.sha1(value.encode("utf-8")).hexdigest()[:24]
 
 
 def text(value: bytes | str) -> str:

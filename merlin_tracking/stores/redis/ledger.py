@@ -1,21 +1,33 @@
 """Task records read from the Redis ledger (written by ``lua/lib/ledger.lua``, which documents
-the keys): a run's records, its name dictionary and errors, decoded in one round trip."""
+the keys): a run's records, its name dictionary and errors, decoded in one round trip; and
+filtered reads through the task index (``find_tasks``)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import redis
 
 from merlin_tracking.ids import micros_to_datetime
 from merlin_tracking.records import Task
-from merlin_tracking.records.task import LETTER_STATES
-from merlin_tracking.stores.redis.keys import KeySpace, run_member, text
+from merlin_tracking.records.status import TaskState
+from merlin_tracking.records.task import LETTER_STATES, STATE_LETTERS, task_matches
+from merlin_tracking.stores.redis.keys import (
+    KeySpace,
+    pack_task_id,
+    run_member,
+    text,
+    unpack_task_id,
+    value_hash,
+)
 from merlin_tracking.stores.redis.pipes import Reads
 
 PAGE_SIZE = 1000
-# A wave-1 record (its state letter alone) in one of these states ran once.
+# A record in one of these states with no attempt written ran once (the scripts leave that
+# one attempt out; a wave-1 record is its state letter alone).
 _RAN_ONCE = frozenset("srSF")
 
 
@@ -32,18 +44,25 @@ def decode_task(
     error: str | None,
 ) -> Task:
     letter, parts = _parse(value)
-    parts += [""] * (7 - len(parts))
+    parts += [""] * (8 - len(parts))
 
     def named(i: int) -> str | None:
         return names.get(parts[i]) if parts[i] else None
 
-    def time(i: int) -> datetime | None:
-        return micros_to_datetime((created_ms + int(parts[i], 36)) * 1000) if parts[i] else None
-
+    # A record with a row (its eighth field) counts each time from the one before it; an
+    # older record counts them all from the run's creation.
+    chained, base = bool(parts[7]), created_ms
+    times: list[datetime | None] = []
+    for i in (4, 5, 6):
+        if parts[i]:
+            ms = (base if chained else created_ms) + int(parts[i], 36)
+            base = ms
+            times.append(micros_to_datetime(ms * 1000))
+        else:
+            times.append(None)
     attempts = int(parts[0], 36) if parts[0] else 0
     if attempts == 0 and letter in _RAN_ONCE:
         attempts = 1
-    times = [time(4), time(5), time(6)]
     first = next((t for t in times if t is not None), None) or micros_to_datetime(created_ms * 1000)
     return Task(
         id=task_id,
@@ -84,25 +103,31 @@ def run_tasks(reads: Reads, keys: KeySpace, run_id: str) -> list[Task]:
     created_ms = int(created or 0) // 1000
     names = _names(dictionary)
     errs = {text(k): text(v) for k, v in errors.items()}
-    tasks = [
-        decode_task(run_id, text(k), text(v), created_ms, names, errs.get(text(k)))
-        for k, v in records.items()
-    ]
+    tasks = []
+    for field, value in records.items():
+        task_id = unpack_task_id(field)
+        tasks.append(
+            decode_task(run_id, task_id, text(value), created_ms, names, errs.get(task_id))
+        )
     tasks.sort(key=lambda task: (task.created_at, task.id))
     return tasks
 
 
 def find_task(reads: Reads, keys: KeySpace, run_ids: Sequence[str], task_id: str) -> Task | None:
     """The task in the first of ``run_ids`` (newest first) whose ledger holds it."""
+    packed = pack_task_id(task_id)
     for start in range(0, len(run_ids), PAGE_SIZE):
         page = run_ids[start : start + PAGE_SIZE]
 
         def queue(pipe: redis.client.Pipeline, page: Sequence[str] = page) -> None:
             for run_id in page:
-                pipe.hexists(keys.key("run", run_member(run_id), "tasks"), task_id)
+                tasks = keys.key("run", run_member(run_id), "tasks")
+                pipe.hexists(tasks, packed)
+                pipe.hexists(tasks, task_id)  # a ledger from before the row index
 
-        for run_id, found in zip(page, reads.run(queue), strict=True):
-            if found:
+        found = reads.run(queue)
+        for i, run_id in enumerate(page):
+            if found[2 * i] or found[2 * i + 1]:
                 return one_task(reads, keys, run_id, task_id)
     return None
 
@@ -112,14 +137,178 @@ def one_task(reads: Reads, keys: KeySpace, run_id: str, task_id: str) -> Task | 
 
     def queue(pipe: redis.client.Pipeline) -> None:
         pipe.hget(keys.record("run", member), "created_at")
-        pipe.hget(keys.key("run", member, "tasks"), task_id)
+        pipe.hget(keys.key("run", member, "tasks"), pack_task_id(task_id))
+        pipe.hget(keys.key("run", member, "tasks"), task_id)  # a ledger before the row index
         pipe.hgetall(keys.key("run", member, "dict"))
         pipe.hget(keys.key("run", member, "errors"), task_id)
 
-    created, value, dictionary, error = reads.run(queue)
+    created, packed_value, text_value, dictionary, error = reads.run(queue)
+    value = packed_value if packed_value is not None else text_value
     if value is None:
         return None
     created_ms = int(created or 0) // 1000
     return decode_task(
         run_id, task_id, text(value), created_ms, _names(dictionary), text(error) if error else None
     )
+
+
+# ---------------------------------------------------------------------------- filtered reads
+# A row of {p}:run:<n>:rows: the id's 16 bytes, the state letter, then name#, queue# and
+# worker# a byte each (0: none; 255: that number or a higher one, read the record). Rows past
+# the run's count (the dictionary's "*") are padding, letter 0.
+ROW = 20
+_STATE_AT = 16
+_COLUMN = {"name": (17, 1), "queue": (18, 1), "worker": (19, 1)}
+_KIND = {"name": "n", "queue": "q", "worker": "w"}
+_NO_ID = bytes(16)
+_NO_RECORD = (0, ord("-"))  # padding, a deleted record
+RUN_PAGE = 200
+
+
+def index_keys(keys: KeySpace, filters: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """For each indexed filter, the run sets whose union holds the runs it can match."""
+    found: dict[str, list[str]] = {}
+    if "state" in filters:
+        found["state"] = [
+            keys.key("task", "s", STATE_LETTERS[TaskState(s)]) for s in filters["state"]
+        ]
+    for name, kind in _KIND.items():
+        if name in filters:
+            found[name] = [keys.key("task", kind, value_hash(v)) for v in filters[name]]
+    return found
+
+
+def _column_values(
+    dictionary: Mapping[str, str], kind: str, values: Sequence[str], width: int
+) -> set[int]:
+    """Column numbers the rows of ``values`` hold (all ones stands for every number past the
+    column's range: those rows are checked on their records)."""
+    top = (1 << (8 * width)) - 1
+    wanted: set[int] = set()
+    for value in values:
+        idx = dictionary.get(kind + value)
+        if idx is not None:
+            wanted.add(min(int(idx, 36), top))
+    return wanted
+
+
+def _column(rows: bytes, at: int, width: int) -> int:
+    return rows[at] if width == 1 else (rows[at] << 8) | rows[at + 1]
+
+
+def matching_rows(
+    rows: bytes, dictionary: Mapping[str, str], filters: Mapping[str, Sequence[str]]
+) -> list[int]:
+    """Row numbers whose columns match every filter (a superset where a column saturated:
+    the caller checks the records)."""
+    count = min(len(rows) // ROW, int(dictionary.get("*", "0")))
+    columns: list[tuple[int, int, set[int]]] = []
+    for name, kind in _KIND.items():
+        if name in filters:
+            at, width = _COLUMN[name]
+            wanted = _column_values(dictionary, kind, filters[name], width)
+            if not wanted:
+                return []
+            columns.append((at, width, wanted))
+    if "state" in filters:
+        letters = rows[_STATE_AT::ROW]
+        candidates: list[int] = []
+        for state in filters["state"]:
+            letter = ord(STATE_LETTERS[TaskState(state)])
+            at = letters.find(letter)
+            while at != -1:
+                candidates.append(at)
+                at = letters.find(letter, at + 1)
+        candidates.sort()
+    else:
+        at, width, wanted = columns[0]
+        low = rows[at + width - 1 :: ROW]
+        candidates = []
+        for value in sorted(wanted):
+            i = low.find(value & 0xFF)
+            while i != -1:
+                candidates.append(i)
+                i = low.find(value & 0xFF, i + 1)
+        candidates.sort()
+    return [
+        k
+        for k in candidates
+        if k < count
+        and rows[k * ROW + _STATE_AT] not in _NO_RECORD
+        and all(_column(rows, k * ROW + at, width) in wanted for at, width, wanted in columns)
+    ]
+
+
+def _row_id(rows: bytes, k: int, xids: Mapping[str, str]) -> str:
+    raw = rows[k * ROW : k * ROW + 16]
+    if raw == _NO_ID and _b36(k) in xids:
+        return xids[_b36(k)]
+    return str(uuid.UUID(bytes=raw))
+
+
+def _b36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, d = divmod(n, 36)
+        out = digits[d] + out
+        if n == 0:
+            return out
+
+
+def find_tasks(
+    reads: Reads,
+    keys: KeySpace,
+    run_ids: Sequence[str],
+    filters: Mapping[str, Sequence[str]],
+    limit: int | None,
+) -> list[Task]:
+    """Records of ``run_ids`` (in that order) matching ``filters``, through each run's row
+    index: one read of the rows and dictionary per run, then only the matching records."""
+    found: list[Task] = []
+    for start in range(0, len(run_ids), RUN_PAGE):
+        page = run_ids[start : start + RUN_PAGE]
+
+        def queue_index(pipe: redis.client.Pipeline, page: Sequence[str] = page) -> None:
+            for run_id in page:
+                member = run_member(run_id)
+                pipe.hget(keys.record("run", member), "created_at")
+                pipe.get(keys.key("run", member, "rows"))
+                pipe.hgetall(keys.key("run", member, "dict"))
+                pipe.hgetall(keys.key("run", member, "xids"))
+
+        replies = reads.run(queue_index)
+        wanted: list[tuple[str, int, dict[str, str], list[str]]] = []
+        for i, run_id in enumerate(page):
+            created, rows, raw_dict, raw_xids = replies[4 * i : 4 * i + 4]
+            if not rows:
+                continue
+            dictionary = {text(f): text(v) for f, v in raw_dict.items()}
+            xids = {text(f): text(v) for f, v in raw_xids.items()}
+            ids = [_row_id(rows, k, xids) for k in matching_rows(rows, dictionary, filters)]
+            if ids:
+                wanted.append((run_id, int(created or 0) // 1000, dictionary, ids))
+        if not wanted:
+            continue
+
+        def queue_records(pipe: redis.client.Pipeline, wanted: list[Any] = wanted) -> None:
+            for run_id, _, _, ids in wanted:
+                member = run_member(run_id)
+                pipe.hmget(keys.key("run", member, "tasks"), [pack_task_id(t) for t in ids])
+                pipe.hmget(keys.key("run", member, "errors"), ids)
+
+        records = reads.run(queue_records)
+        for i, (run_id, created_ms, dictionary, ids) in enumerate(wanted):
+            values, errors = records[2 * i], records[2 * i + 1]
+            names = {f[1:]: v[1:] for f, v in dictionary.items() if f[:1] == "#" and len(f) > 1}
+            tasks = [
+                decode_task(run_id, task_id, text(value), created_ms, names, text(e) if e else None)
+                for task_id, value, e in zip(ids, values, errors, strict=True)
+                if value is not None
+            ]
+            tasks = [t for t in tasks if task_matches(t, filters)]
+            tasks.sort(key=lambda task: (task.created_at, task.id))
+            found += tasks
+            if limit is not None and len(found) >= limit:
+                return found[:limit]
+    return found

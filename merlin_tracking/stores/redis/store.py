@@ -19,6 +19,7 @@ import redis
 from merlin_tracking.errors import (
     EntityNotFoundError,
     RunNotFoundError,
+    StoreError,
     StudyNotFoundError,
     WorkerNotFoundError,
 )
@@ -33,6 +34,7 @@ from merlin_tracking.records import (
     Task,
 )
 from merlin_tracking.records.events import TaskEvent
+from merlin_tracking.records.task import task_matches
 from merlin_tracking.stores.base import (
     DEFAULT_PREFIX,
     CatchUp,
@@ -73,6 +75,7 @@ class RedisStore(TrackingStore):
         self.url = mask_url(url)
         self.keys = KeySpace(prefix)
         self._raw_url = url
+        self._ledgers_indexed = False
         self._scripts = scripts.register(client_for(url))
         self._reads = Reads(
             lambda: self.client, self._scripts, self.keys.tag, self.url, lambda: [_updated_at()]
@@ -241,6 +244,56 @@ class RedisStore(TrackingStore):
     # ------------------------------------------------------------------ the task ledger
     def run_tasks(self, run_id: str) -> list[Task]:
         return ledger.run_tasks(self._reads, self.keys, run_id)
+
+    def find_tasks(
+        self, filters: Mapping[str, Sequence[str]], limit: int | None = None
+    ) -> list[Task]:
+        run_filter = {"queues": list(filters["queue"])} if "queue" in filters else {}
+        run_ids = self.find_ids(Run, run_filter)
+        if "run_id" in filters:
+            asked = set(filters["run_id"])
+            run_ids = [r for r in run_ids if r in asked]
+        sets = ledger.index_keys(self.keys, filters)
+        if not sets or not self._index_old_ledgers():
+            return self._scan_tasks(run_ids, filters, limit)
+        flat = [k for names in sets.values() for k in names]
+        members = self._reads.run(lambda pipe: [pipe.smembers(k) for k in flat])
+        by_key = dict(zip(flat, members, strict=True))
+        candidates = set(run_ids)
+        for names in sets.values():
+            candidates &= {run_id_of(m) for k in names for m in by_key[k]}
+        ordered = sorted(candidates, key=id_sort_key)
+        return ledger.find_tasks(self._reads, self.keys, ordered, filters, limit)
+
+    def _scan_tasks(
+        self, run_ids: Sequence[str], filters: Mapping[str, Sequence[str]], limit: int | None
+    ) -> list[Task]:
+        """Every record of each run, filtered here: for filters no index answers (``run_id``
+        alone) and for readers who cannot index older ledgers."""
+        found: list[Task] = []
+        for one in sorted(run_ids, key=id_sort_key):
+            found += [t for t in self.run_tasks(one) if task_matches(t, filters)]
+            if limit is not None and len(found) >= limit:
+                return found[:limit]
+        return found
+
+    def _index_old_ledgers(self) -> bool:
+        """Give the row index to ledgers written before it existed, once per prefix (a marker
+        key says it is done); False when the server refuses (a user who may only read)."""
+        if self._ledgers_indexed:
+            return True
+        marker = self.keys.key("task", "indexed")
+        try:
+            with store_errors(self.url):
+                if not self.client.exists(marker):
+                    members = [run_member(r) for r in self.find_ids(Run, {})]
+                    for start in range(0, len(members), DELETE_BATCH):
+                        self._run("index_ledgers", members[start : start + DELETE_BATCH])
+                    self.client.set(marker, "1")
+        except StoreError:
+            return False
+        self._ledgers_indexed = True
+        return True
 
     def find_task(self, task_id: str) -> Task | None:
         newest_first = sorted(self.find_ids(Run, {}), key=id_sort_key, reverse=True)

@@ -32,7 +32,7 @@ from merlin_tracking.errors import TrackingError
 
 #: Version of the table layout below; a file written by a newer layout is refused, an older
 #: one is migrated in place (``MIGRATIONS``) the first time this version opens it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Tables added by schema version 2 (also created by a fresh file).
 TASK_DDL = (
@@ -74,6 +74,13 @@ TASK_DDL = (
     "CREATE INDEX IF NOT EXISTS run_by_tasks_expiry ON run (ns, tasks_expire_at)",
     "CREATE INDEX IF NOT EXISTS run_by_settle_time ON run (ns, settle_at)",
     "CREATE INDEX IF NOT EXISTS physical_worker_by_deadline ON physical_worker (ns, alive_until)",
+)
+
+# Indexes added by schema version 3: task filters without a run follow their matches.
+TASK_INDEX_DDL = (
+    "CREATE INDEX IF NOT EXISTS task_by_ns_state ON task (ns, state)",
+    "CREATE INDEX IF NOT EXISTS task_by_name ON task (ns, name)",
+    "CREATE INDEX IF NOT EXISTS task_by_queue ON task (ns, queue)",
 )
 
 DDL = (
@@ -215,8 +222,14 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE task_state")
 
 
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    """Version 3 indexes task records by state, name and queue across runs."""
+    for statement in TASK_INDEX_DDL:
+        conn.execute(statement)
+
+
 #: Migration from version ``n`` to ``n + 1``, run in the write transaction that opens the file.
-MIGRATIONS = {1: _v1_to_v2}
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
@@ -236,7 +249,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
         _refuse_newer(version, path)
         if version is None:
             conn.execute(_VERSION_TABLE)
-            for statement in (*DDL, *TASK_DDL):
+            for statement in (*DDL, *TASK_DDL, *TASK_INDEX_DDL):
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_info (key, value) VALUES ('version', ?)",

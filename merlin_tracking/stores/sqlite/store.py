@@ -242,6 +242,12 @@ class SqliteStore(TrackingStore):
         with self._db.transaction(write=False) as conn:
             return tasks.run_tasks(conn, self.prefix, run_id)
 
+    def find_tasks(
+        self, filters: Mapping[str, Sequence[str]], limit: int | None = None
+    ) -> list[Task]:
+        with self._db.transaction(write=False) as conn:
+            return tasks.find_tasks(conn, self.prefix, filters, limit)
+
     def find_task(self, task_id: str) -> Task | None:
         with self._db.transaction(write=False) as conn:
             return tasks.find_task(conn, self.prefix, task_id)

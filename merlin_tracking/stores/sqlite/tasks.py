@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from merlin_tracking.ids import micros_to_datetime
 from merlin_tracking.records import Task
-from merlin_tracking.records.task import LETTER_STATES
+from merlin_tracking.records.status import TaskState
+from merlin_tracking.records.task import LETTER_STATES, STATE_LETTERS
 from merlin_tracking.stores.sqlite.progress import forget_waiting
 
 _SELECT = (
@@ -47,6 +49,37 @@ def run_tasks(conn: sqlite3.Connection, ns: str, run_id: str) -> list[Task]:
     ]
     tasks.sort(key=lambda task: (task.created_at, task.id))
     return tasks
+
+
+_COLUMNS = {"run_id": "run_id", "name": "name", "queue": "queue", "worker": "worker"}
+
+
+def find_tasks(
+    conn: sqlite3.Connection,
+    ns: str,
+    filters: Mapping[str, Sequence[str]],
+    limit: int | None,
+) -> list[Task]:
+    """Records matching ``filters`` through the task indexes (by state, name, queue, worker,
+    run), by run oldest first, then by first time and id."""
+    where, params = ["t.ns = ?"], [ns]
+    for key, values in filters.items():
+        if key == "state":
+            column, values = "state", [STATE_LETTERS[TaskState(v)] for v in values]
+        else:
+            column = _COLUMNS[key]
+        where.append(f"t.{column} IN ({', '.join('?' * len(values))})")
+        params += values
+    sql = (
+        "SELECT t.run_id, t.id, t.state, t.attempts, t.name, t.queue, t.worker, t.queued_at, "
+        "t.started_at, t.finished_at, t.error FROM task AS t "
+        "JOIN run AS r ON r.ns = t.ns AND r.id = t.run_id "
+        f"WHERE {' AND '.join(where)} "
+        "ORDER BY r.seq, COALESCE(t.queued_at, t.started_at, t.finished_at, 0), t.id"
+    )
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return [_task(row) for row in conn.execute(sql, params)]
 
 
 def find_task(conn: sqlite3.Connection, ns: str, task_id: str) -> Task | None:

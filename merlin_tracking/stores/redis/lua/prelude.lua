@@ -159,10 +159,47 @@ local function refresh_liveness(pw_id)
 end
 
 -- The keys of a run's task ledger (records, name dictionary, errors, waiting counts, kept
--- messages): what retention expires and deletion removes.
+-- messages, the row index and its text ids): what retention expires and deletion removes.
 local function ledger_keys(run_id)
   return {key('run', run_id, 'tasks'), key('run', run_id, 'dict'), key('run', run_id, 'errors'),
-    key('run', run_id, 'waiting'), key('run', run_id, 'msgs')}
+    key('run', run_id, 'waiting'), key('run', run_id, 'msgs'), key('run', run_id, 'rows'),
+    key('run', run_id, 'xids')}
+end
+
+-- The field of a task in {P}:run:<n>:tasks: a canonical (lowercase) UUID as its 16 bytes, any
+-- other id as itself, escaped with a leading NUL when it is 16 bytes long or starts with one
+-- (keys.py: pack_task_id and unpack_task_id are the Python twins).
+local HEX_BYTE = {}
+for i = 0, 255 do HEX_BYTE[string.format('%02x', i)] = string.char(i) end
+local UUID = '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$'
+
+local function pack_id(id)
+  if #id == 36 and string.find(id, UUID) and not string.find(id, '[A-F]') then
+    return (string.gsub(string.gsub(id, '-', ''), '..', HEX_BYTE)), true
+  end
+  if #id == 16 or string.byte(id, 1) == 0 then return '\0' .. id, false end
+  return id, false
+end
+
+-- Key part of the run sets that index task records by name, queue or worker ({P}:task:<kind>:
+-- <value hash>): the first 24 hex digits of SHA-1(value).
+local function value_hash(value)
+  return string.sub(redis.sha1hex(value), 1, 24)
+end
+
+local TASK_LETTERS = {'q', 'c', 's', 'r', 'S', 'F', 'R', 'L'}
+
+-- Take a run out of the run sets of the task index ({P}:task:s:<letter> and the name, queue
+-- and worker sets its dictionary names), before its ledger goes.
+local function unindex_run_tasks(run_id)
+  for _, letter in ipairs(TASK_LETTERS) do redis.call('SREM', key('task', 's', letter), run_id) end
+  local flat = redis.call('HGETALL', key('run', run_id, 'dict'))
+  for i = 1, #flat, 2 do
+    local kind = string.sub(flat[i], 1, 1)
+    if kind == 'n' or kind == 'q' or kind == 'w' then
+      redis.call('SREM', key('task', kind, value_hash(string.sub(flat[i], 2))), run_id)
+    end
+  end
 end
 
 local function delete_run(run_id)
@@ -180,6 +217,7 @@ local function delete_run(run_id)
   redis.call('LREM', key('run', 'recent'), 0, run_id)
   redis.call('SREM', key('run', 'settling'), run_id)
   redis.call('ZREM', key('run', 'settle'), run_id)
+  unindex_run_tasks(run_id)
   redis.call('DEL', rkey, unpack(ledger_keys(run_id)))
   return 1
 end

@@ -85,12 +85,27 @@ for _, run_id in ipairs(redis.call('ZRANGEBYSCORE', key('run', 'settle'), '-inf'
 end
 return {completed, stalled}
 
+--@@ index_ledgers
+-- ARGV: run ids -> how many ledgers got the row index (written before it existed)
+local upgraded = 0
+for _, run_id in ipairs(ARGV) do
+  if redis.call('EXISTS', key('run', run_id)) == 1
+      and redis.call('EXISTS', key('run', run_id, 'rows')) == 0
+      and redis.call('EXISTS', key('run', run_id, 'tasks')) == 1 then
+    open_ledger(run_id)
+    upgraded = upgraded + 1
+  end
+end
+return upgraded
+
 --@@ delete_task
 -- ARGV: run id, task id -> 1 deleted | 0 no such record
 local run_id, task = ARGV[1], ARGV[2]
-local raw = redis.call('HGET', key('run', run_id, 'tasks'), task)
+if redis.call('EXISTS', key('run', run_id)) == 0 then return 0 end
+local ctx = open_ledger(run_id)
+local field = pack_id(task)
+local raw = redis.call('HGET', key('run', run_id, 'tasks'), field)
 if not raw then return 0 end
-local ctx = open_run(run_id)
 local row = decode(ctx, raw)
 if WAITING[row.state] then
   local q = row.queue or ''
@@ -102,7 +117,13 @@ if IN_FLIGHT[row.state] then
   redis.call('HINCRBY', key('run', run_id), '_inflight', -1)
   if row.worker then redis.call('SREM', node_key(row.worker), run_id .. '\t' .. task) end
 end
-redis.call('HDEL', key('run', run_id, 'tasks'), task)
+if row.row then
+  redis.call('SETRANGE', key('run', run_id, 'rows'), row.row * ROW + 16, '-')
+  redis.call('HDEL', key('run', run_id, 'xids'), b36(row.row))
+end
+count_letter(ctx, row.state, nil)
+write_letters(ctx)
+redis.call('HDEL', key('run', run_id, 'tasks'), field)
 redis.call('HDEL', key('run', run_id, 'errors'), task)
 redis.call('HDEL', key('run', run_id, 'msgs'), task)
 return 1
@@ -110,7 +131,8 @@ return 1
 --@@ take_message
 -- ARGV: run id, task id -> the kept message of a LOST task, removed (so that one requeue
 -- publishes it), or false when the task is not lost or has no kept message
-local raw = redis.call('HGET', key('run', ARGV[1], 'tasks'), ARGV[2])
+local raw = redis.call('HGET', key('run', ARGV[1], 'tasks'), (pack_id(ARGV[2])))
+  or redis.call('HGET', key('run', ARGV[1], 'tasks'), ARGV[2])  -- a ledger not upgraded yet
 if not raw or string.sub(raw, 1, 1) ~= 'L' then return false end
 local message = redis.call('HGET', key('run', ARGV[1], 'msgs'), ARGV[2])
 if not message then return false end

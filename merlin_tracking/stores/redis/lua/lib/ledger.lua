@@ -1,12 +1,22 @@
 -- The task ledger: the Lua twin of ``apply_event`` in stores/rules.py (keep the two alike; the
 -- property test tests/stores/test_stores_agree.py compares them). Uses lib/status.lua.
 --
--- {P}:run:<n>:tasks   task id -> record: state letter, then comma-separated base-36 fields
---                     attempts (glued to the letter), name#, queue#, worker#, queued, started,
---                     finished: #s index {P}:run:<n>:dict, times are milliseconds since the
---                     run's creation; trailing empty fields are left out (a wave-1 record is
---                     just its letter)
--- {P}:run:<n>:dict    'n'|'q'|'w' .. text -> index, '#' .. index -> kind .. text, '#' -> last
+-- {P}:run:<n>:tasks   packed task id (prelude: pack_id) -> record: state letter, then
+--                     comma-separated base-36 fields attempts (glued to the letter), name#,
+--                     queue#, worker#, queued, started, finished, row: #s index
+--                     {P}:run:<n>:dict, times are milliseconds since the run's creation, row is
+--                     the record's place in {P}:run:<n>:rows; trailing empty fields are left out
+--                     (a wave-1 record is just its letter; older records have no row)
+-- {P}:run:<n>:dict    'n'|'q'|'w' .. text -> index, '#' .. index -> kind .. text, '#' -> last,
+--                     '*' -> rows used, '%' .. letter -> records in that state
+-- {P}:run:<n>:rows    ROW bytes per record, in the order the ledger first saw them: the id's
+--                     16 bytes (zeros for an id that is no UUID: see xids), the state letter,
+--                     then name#, queue# and worker# a byte each (0 none, 255 that index or a
+--                     higher one: read the record); a deleted record's letter is '-'; rows
+--                     past the dictionary's '*' are padding (letter 0)
+-- {P}:run:<n>:xids    row -> task id, for the ids that are no UUID
+-- {P}:task:s:<letter> runs with records in that state; {P}:task:n|q|w:<value hash> runs with
+--                     records of that task name, queue or worker (prelude: value_hash)
 -- {P}:run:<n>:errors  task id -> failure or reason lost
 -- {P}:run:<n>:waiting queue ('' unknown) -> tasks of the run queued or retrying there
 -- {P}:run:<n>:msgs    task id -> the message a worker received (tracking_keep_messages), until
@@ -16,6 +26,7 @@
 
 local UNFINISHED = {q = true, c = true, s = true, r = true, L = true}
 local IN_FLIGHT = {c = true, s = true}
+local RAN_ONCE = {s = true, r = true, S = true, F = true}
 local WAITING = {q = true, r = true}
 local FINAL_LETTER = {succeeded = 'S', failed = 'F', revoked = 'R'}
 local FINAL_COUNTER = {S = 'tasks_succeeded', F = 'tasks_failed', R = 'tasks_revoked'}
@@ -51,23 +62,47 @@ local function opt(v)
   return v
 end
 
+local ROW = 20
+local ZERO_ID = string.rep('\0', 16)
+
+local function u8(n)
+  if n == nil then return '\0' end
+  return string.char(math.min(n, 255))
+end
+
+-- A row's columns after the id: state letter, name#, queue# and worker#, a byte each.
+local function row_columns(ctx, row)
+  local function idx(kind, value)
+    if value == nil then return nil end
+    return tonumber(ctx.dict[kind .. value], 36)
+  end
+  return row.state .. u8(idx('n', row.name)) .. u8(idx('q', row.queue))
+    .. u8(idx('w', row.worker))
+end
+
 -- One run's context while a batch is applied: its dictionary, rows and changes.
 local function open_run(run_id)
   local rkey = key('run', run_id)
   upgrade_wave_1(rkey, run_id)  -- before its records are read and their counts changed
   local ctx = {id = run_id, rkey = rkey, rows = {}, stored = {}, order = {}, counts = {},
     dict = {}, rdict = {}, errors = {}, msgs = {}, queues = {}, started_at = nil, last_finish = nil,
-    settle = false, ends = false}
+    settle = false, ends = false, packed = {}, used = 0, letters = {}, letters_changed = false}
   ctx.created_ms = math.floor((tonumber(redis.call('HGET', rkey, 'created_at')) or 0) / 1000)
   local flat = redis.call('HGETALL', key('run', run_id, 'dict'))
   for i = 1, #flat, 2 do
     local f = flat[i]
-    if string.sub(f, 1, 1) == '#' and #f > 1 then
+    local first = string.sub(f, 1, 1)
+    if first == '#' and #f > 1 then
       ctx.rdict[f] = string.sub(flat[i + 1], 2)
-    elseif string.sub(f, 1, 1) ~= '#' then
+    elseif first == '*' then
+      ctx.used = tonumber(flat[i + 1])
+    elseif first == '%' then
+      ctx.letters[string.sub(f, 2)] = tonumber(flat[i + 1])
+    elseif first ~= '#' then
       ctx.dict[f] = flat[i + 1]
     end
   end
+  ctx.used_before = ctx.used
   return ctx
 end
 
@@ -84,18 +119,25 @@ local function decode(ctx, raw)
     local idx = opt(parts[i])
     return idx and ctx.rdict['#' .. idx] or nil
   end
+  -- A record with a row counts each time from the one before it (queued from the run's
+  -- creation, started from queued, finished from started, skipping absent ones); an older
+  -- record counts every time from the run's creation.
+  local chained, base = opt(parts[8]) ~= nil, ctx.created_ms
   local function time(i)
     local rel = unb36(opt(parts[i]))
-    return rel and (ctx.created_ms + rel) * 1000 or nil
+    if rel == nil then return nil end
+    local ms = (chained and base or ctx.created_ms) + rel
+    base = ms
+    return ms * 1000
   end
   local attempts = unb36(opt(parts[1])) or 0
-  -- Only a wave-1 record (its letter alone) can be started, retrying or finished by running
-  -- with no attempt written: it ran once.
-  if attempts == 0 and (letter == 's' or letter == 'r' or letter == 'S' or letter == 'F') then
+  -- A started, retrying or finished-by-running record with no attempt written ran once
+  -- (encode leaves that one out; a wave-1 record is its letter alone).
+  if attempts == 0 and RAN_ONCE[letter] then
     attempts = 1
   end
   return {state = letter, attempts = attempts, name = text(2), queue = text(3),
-    worker = text(4), q = time(5), s = time(6), f = time(7)}
+    worker = text(4), q = time(5), s = time(6), f = time(7), row = unb36(opt(parts[8]))}
 end
 
 local function index_of(ctx, kind, value)
@@ -105,6 +147,7 @@ local function index_of(ctx, kind, value)
   if not idx then
     idx = b36(redis.call('HINCRBY', key('run', ctx.id, 'dict'), '#', 1))
     redis.call('HSET', key('run', ctx.id, 'dict'), f, idx, '#' .. idx, f)
+    redis.call('SADD', key('task', kind, value_hash(value)), ctx.id)
     ctx.dict[f] = idx
     ctx.rdict['#' .. idx] = value
   end
@@ -112,13 +155,20 @@ local function index_of(ctx, kind, value)
 end
 
 local function encode(ctx, row)
+  local base, chained = ctx.created_ms, row.row ~= nil
   local function time(t)
     if t == nil then return '' end
-    return b36(math.floor(t / 1000) - ctx.created_ms)
+    local ms = math.floor(t / 1000)
+    local rel = ms - base
+    if chained then base = ms end
+    return b36(rel)
   end
-  local fields = {row.attempts > 0 and b36(row.attempts) or '', index_of(ctx, 'n', row.name),
+  -- One attempt of a record that ran is left out: decode reads none as one for those letters.
+  local attempts = row.attempts
+  if attempts == 1 and RAN_ONCE[row.state] then attempts = 0 end
+  local fields = {attempts > 0 and b36(attempts) or '', index_of(ctx, 'n', row.name),
     index_of(ctx, 'q', row.queue), index_of(ctx, 'w', row.worker), time(row.q), time(row.s),
-    time(row.f)}
+    time(row.f), row.row and b36(row.row) or ''}
   local n = #fields
   while n > 0 and fields[n] == '' do n = n - 1 end
   return row.state .. table.concat(fields, ',', 1, n)
@@ -222,16 +272,117 @@ end
 
 local function load_rows(ctx, tasks)
   for first = 1, #tasks, 1000 do
-    local slice = {unpack(tasks, first, math.min(first + 999, #tasks))}
-    local values = redis.call('HMGET', key('run', ctx.id, 'tasks'), unpack(slice))
+    local slice, fields = {unpack(tasks, first, math.min(first + 999, #tasks))}, {}
+    for i, task in ipairs(slice) do fields[i] = ctx.packed[task] end
+    local values = redis.call('HMGET', key('run', ctx.id, 'tasks'), unpack(fields))
     for i, task in ipairs(slice) do
       if values[i] then
         local row = decode(ctx, values[i])
         ctx.rows[task] = row
-        ctx.stored[task] = {state = row.state, queue = row.queue, worker = row.worker, raw = values[i]}
+        ctx.stored[task] = {state = row.state, name = row.name, queue = row.queue,
+          worker = row.worker, raw = values[i]}
       end
     end
   end
+end
+
+-- Count a record leaving state ``old`` (nil: a new record) for state ``new`` (nil: deleted).
+local function count_letter(ctx, old, new)
+  if old == new then return end
+  if old then ctx.letters[old] = (ctx.letters[old] or 0) - 1 end
+  if new then ctx.letters[new] = (ctx.letters[new] or 0) + 1 end
+  ctx.letters_changed = true
+end
+
+-- The length past ``n`` bytes at which a string fills its allocation: Redis's allocator
+-- (jemalloc) hands out sizes in four steps per doubling, and a string keeps a 5-byte header
+-- (9 past 64 KiB) and a NUL.
+local function fill_allocation(n)
+  local extra = n + 6 < 65536 and 6 or 10
+  local want, p = n + extra, 64
+  while p * 2 < want do p = p * 2 end
+  local step = p / 4
+  return math.ceil(want / step) * step - extra
+end
+
+-- Give a record a place in the row index: its row number, its id and its columns.
+local function add_row(ctx, task, row)
+  row.row = ctx.used
+  ctx.used = ctx.used + 1
+  local packed, is_uuid = pack_id(task)
+  if not is_uuid then
+    redis.call('HSET', key('run', ctx.id, 'xids'), b36(row.row), task)
+    packed = ZERO_ID
+  end
+  local rows_key, needed = key('run', ctx.id, 'rows'), (row.row + 1) * ROW
+  ctx.room = ctx.room or redis.call('STRLEN', rows_key)
+  if needed > ctx.room then
+    -- SETRANGE past the end would double the string's memory; a SET holds exactly what it
+    -- is given: grow by a sixteenth, padded with empty rows (letter 0).
+    local old = redis.call('GET', rows_key) or ''
+    local size = fill_allocation(math.max(needed, #old + math.floor(#old / 16)))
+    redis.call('SET', rows_key, old .. string.rep('\0', size - #old))
+    ctx.room = size
+  end
+  redis.call('SETRANGE', rows_key, row.row * ROW, packed .. row_columns(ctx, row))
+end
+
+-- Store the state counts of the run's records, and its membership of the state sets.
+local function write_letters(ctx)
+  if ctx.used ~= ctx.used_before then
+    redis.call('HSET', key('run', ctx.id, 'dict'), '*', ctx.used)
+  end
+  if not ctx.letters_changed then return end
+  local dkey = key('run', ctx.id, 'dict')
+  for _, letter in ipairs(TASK_LETTERS) do
+    local n = ctx.letters[letter]
+    if n ~= nil then
+      if n > 0 then
+        redis.call('HSET', dkey, '%' .. letter, n)
+        redis.call('SADD', key('task', 's', letter), ctx.id)
+      else
+        redis.call('HDEL', dkey, '%' .. letter)
+        redis.call('SREM', key('task', 's', letter), ctx.id)
+      end
+    end
+  end
+end
+
+-- A ledger written before the row index (records keyed by their id's text, no rows): key its
+-- records by packed id and give each a row, in the order of their first time, once.
+local function upgrade_ledger(ctx)
+  local tkey = key('run', ctx.id, 'tasks')
+  local flat = redis.call('HGETALL', tkey)
+  local records = {}
+  for i = 1, #flat, 2 do
+    local row = decode(ctx, flat[i + 1])
+    records[#records + 1] = {task = flat[i], row = row, first = row.q or row.s or row.f or 0}
+  end
+  table.sort(records, function(a, b)
+    if a.first ~= b.first then return a.first < b.first end
+    return a.task < b.task
+  end)
+  redis.call('DEL', tkey)
+  local fields = {}
+  for _, r in ipairs(records) do
+    add_row(ctx, r.task, r.row)
+    count_letter(ctx, nil, r.row.state)
+    fields[#fields + 1] = (pack_id(r.task))
+    fields[#fields + 1] = encode(ctx, r.row)
+    if #fields >= 1000 then
+      redis.call('HSET', tkey, unpack(fields))
+      fields = {}
+    end
+  end
+  if #fields > 0 then redis.call('HSET', tkey, unpack(fields)) end
+  for f, _ in pairs(ctx.dict) do
+    local kind = string.sub(f, 1, 1)
+    if kind == 'n' or kind == 'q' or kind == 'w' then
+      redis.call('SADD', key('task', kind, value_hash(string.sub(f, 2))), ctx.id)
+    end
+  end
+  write_letters(ctx)
+  ctx.used_before, ctx.letters_changed = ctx.used, false
 end
 
 local function add_queue(ctx, queue)
@@ -250,11 +401,25 @@ end
 local function write_run(ctx, settle, updated_at)
   local rkey, fields, inflight = ctx.rkey, {}, 0
   local waiting = {}
+  local rows_key = key('run', ctx.id, 'rows')
   for _, task in ipairs(ctx.order) do
     local row, before = ctx.rows[task], ctx.stored[task] or {}
-    local raw = encode(ctx, row)
+    local raw
+    if row.row == nil then
+      raw = encode(ctx, row)  -- enters the dictionary first: the columns need its indexes
+      add_row(ctx, task, row)
+      count_letter(ctx, before.state, row.state)
+      raw = encode(ctx, row)
+    else
+      raw = encode(ctx, row)
+      if before.state ~= row.state or before.name ~= row.name or before.queue ~= row.queue
+          or before.worker ~= row.worker then
+        redis.call('SETRANGE', rows_key, row.row * ROW + 16, row_columns(ctx, row))
+        count_letter(ctx, before.state, row.state)
+      end
+    end
     if raw ~= before.raw then
-      fields[#fields + 1] = task
+      fields[#fields + 1] = ctx.packed[task]
       fields[#fields + 1] = raw
     end
     if #fields >= 1000 then
@@ -285,6 +450,7 @@ local function write_run(ctx, settle, updated_at)
     end
   end
   if #fields > 0 then redis.call('HSET', key('run', ctx.id, 'tasks'), unpack(fields)) end
+  write_letters(ctx)
   for task, err in pairs(ctx.errors) do
     if err then
       redis.call('HSET', key('run', ctx.id, 'errors'), task, err)
@@ -336,6 +502,15 @@ local function write_run(ctx, settle, updated_at)
   redis.call('HSET', rkey, 'updated_at', updated_at)
 end
 
+-- A run's context for a batch, its ledger upgraded first if it is older than the row index.
+local function open_ledger(run_id)
+  local ctx = open_run(run_id)
+  if ctx.used == 0 and redis.call('EXISTS', key('run', run_id, 'tasks')) == 1 then
+    upgrade_ledger(ctx)
+  end
+  return ctx
+end
+
 -- Apply events (wire form) in order; returns the run ids that were missing (events dropped).
 local function apply_events(events, settle, updated_at)
   local runs, order, missing = {}, {}, {}
@@ -344,7 +519,7 @@ local function apply_events(events, settle, updated_at)
     local run_id = ev[1]
     if runs[run_id] == nil and not missing[run_id] then
       if redis.call('EXISTS', key('run', run_id)) == 1 then
-        runs[run_id] = open_run(run_id)
+        runs[run_id] = open_ledger(run_id)
         order[#order + 1] = run_id
         pending[run_id] = {}
       else
@@ -356,6 +531,7 @@ local function apply_events(events, settle, updated_at)
     if ctx and not pending[run_id][ev[2]] then
       pending[run_id][ev[2]] = true
       ctx.order[#ctx.order + 1] = ev[2]
+      ctx.packed[ev[2]] = (pack_id(ev[2]))
     end
   end
   for _, run_id in ipairs(order) do load_rows(runs[run_id], runs[run_id].order) end

@@ -85,6 +85,7 @@ local function apply_retention(rkey, run_id, completed)
   local retention = number(rkey, 'task_retention')
   if retention == nil then return end
   if retention <= 0 then
+    unindex_run_tasks(run_id)
     redis.call('DEL', unpack(keys))
   else
     for _, k in ipairs(keys) do redis.call('PEXPIRE', k, math.max(1, math.floor(retention * 1000))) end
