@@ -582,8 +582,9 @@ V1_SCHEMA = Path(__file__).parent / "data" / "sqlite_schema_v1.sql"
 
 
 def test_a_version_1_file_is_migrated_in_place(sqlite_url: str, prefix: str) -> None:
-    """A wave-1 ledger (one state letter per task) opens as version 2: its tasks become task
-    records, its runs go on counting each task once, and the version is written."""
+    """A wave-1 ledger (one state letter per task) opens as the current version: its tasks
+    become task records, the task indexes of schema 3 are built, its runs go on counting each
+    task once, and the version is written."""
     path = sqlite_url[len("sqlite:///") :]
     run_fields = {
         "v": "1",
@@ -625,6 +626,11 @@ def test_a_version_1_file_is_migrated_in_place(sqlite_url: str, prefix: str) -> 
         assert conn.execute("SELECT value FROM schema_info").fetchone() == (str(SCHEMA_VERSION),)
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert "task_state" not in names and {"task", "run_waiting"} <= names
+        assert {"task_by_ns_state", "task_by_name", "task_by_queue"} <= names  # schema 3
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM task WHERE ns = ? AND name = ?", (prefix, "x")
+        ).fetchall()
+        assert "task_by_name" in str(plan)
     events = [
         TaskEvent("r1", "busy", TaskEventKind.SUCCEEDED),
         TaskEvent("r1", "waiting", TaskEventKind.STARTED),
