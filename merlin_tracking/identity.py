@@ -35,9 +35,20 @@ class RunIdentity:
         return cls(study, workspace, tuple(sorted(fields.items())))
 
 
+# The identities the hooks built lately, by (study, workspace): every event of a task reads its
+# run from its headers, and building a frozen dataclass costs more than finding it again.
+_SEEN: dict[tuple[str, str], RunIdentity] = {}
+_SEEN_CAPACITY = 4096
+
+
 def _identity(study: Any, workspace: Any) -> RunIdentity | None:
     if isinstance(study, str) and isinstance(workspace, str) and study and workspace:
-        return RunIdentity(study, workspace)
+        found = _SEEN.get((study, workspace))
+        if found is None:
+            if len(_SEEN) >= _SEEN_CAPACITY:
+                _SEEN.clear()
+            found = _SEEN[(study, workspace)] = RunIdentity(study, workspace)
+        return found
     return None
 
 

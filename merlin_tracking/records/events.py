@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class TaskEventKind(str, Enum):
@@ -31,8 +30,7 @@ COUNTED_AT_WORKER = "w"
 ENDS_RUN = "e"
 
 
-@dataclasses.dataclass(frozen=True)
-class TaskEvent:
+class TaskEvent(NamedTuple):
     """One lifecycle step of task ``task_id`` in run ``run_id``.
 
     ``at``: when it happened (microseconds since the epoch, the sender's clock; for RAN the
@@ -55,11 +53,12 @@ class TaskEvent:
     ended: int | None = None
     message: str | None = None
 
-    def to_json(self) -> list[Any]:
+    def to_json(self, run: str | None = None) -> list[Any]:
         """Compact wire form: [run, task, kind, queue, name, worker, at, error, flags, ended,
-        message], without the trailing empty items."""
+        message], without the trailing empty items; ``run`` stands for the run id when given
+        (the Redis store sends run numbers)."""
         data: list[Any] = [
-            self.run_id,
+            self.run_id if run is None else run,
             self.task_id,
             self.kind.value,
             self.queue,
@@ -93,12 +92,19 @@ def coalesce(events: Sequence[TaskEvent]) -> list[TaskEvent]:
             and merged[index].kind is TaskEventKind.STARTED
         ):
             started = merged[index]
-            merged[index] = dataclasses.replace(
-                started,
-                kind=TaskEventKind.RAN,
-                ended=event.at,
-                flags="".join(sorted(set(started.flags + event.flags))),
-                name=started.name or event.name,
+            flags = started.flags + event.flags
+            merged[index] = TaskEvent(
+                started.run_id,
+                started.task_id,
+                TaskEventKind.RAN,
+                started.queue,
+                started.name or event.name,
+                started.worker,
+                started.at,
+                started.error,
+                "".join(sorted(set(flags))) if flags else "",
+                event.at,
+                started.message,
             )
             continue
         last[key] = len(merged)

@@ -115,7 +115,7 @@ def apply_event(row: TaskRow | None, event: TaskEvent, tally: RunTally, now: int
             _change(row, _target(row, event), event, tally, at)
             kind = TaskEventKind.SUCCEEDED
             at = event.ended if event.ended is not None else at
-            event = dataclasses.replace(event, kind=kind, at=at)
+            event = event._replace(kind=kind, at=at)
     new = _target(row, event)
     if kind in _IMPLY_START and new != row.state and row.attempts == 0:
         row.attempts = 1

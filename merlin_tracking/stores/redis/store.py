@@ -157,10 +157,10 @@ class RedisStore(TrackingStore):
     def apply_task_events(self, events: Sequence[TaskEvent], settle: float = 0.0) -> list[str]:
         if not events:
             return []
-        by_member = {run_member(event.run_id): event.run_id for event in events}
+        members = {run_id: run_member(run_id) for run_id in {event.run_id for event in events}}
+        by_member = {member: run_id for run_id, member in members.items()}
         payload = json.dumps(
-            [[run_member(event.run_id), *event.to_json()[1:]] for event in events],
-            ensure_ascii=False,
+            [event.to_json(members[event.run_id]) for event in events], ensure_ascii=False
         )
         settle_micros = max(0, round(settle * 1_000_000))
         missing = self._run("task_events", [payload, _updated_at(), settle_micros])

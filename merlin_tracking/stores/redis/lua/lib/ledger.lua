@@ -34,17 +34,20 @@ local IMPLY_START = {retried = true, succeeded = true, failed = true}
 local JOINS_QUEUE = {published = true, received = true, retried = true}
 local B36 = '0123456789abcdefghijklmnopqrstuvwxyz'
 
+local B36_DIGIT = {}
+for i = 0, 35 do B36_DIGIT[i] = string.sub(B36, i + 1, i + 1) end
+
 local function b36(n)
-  if n == 0 then return '0' end
+  if n >= 0 and n < 36 then return B36_DIGIT[n] end
   local sign = ''
   if n < 0 then sign, n = '-', -n end
-  local out = {}
+  local out = ''
   while n > 0 do
     local d = n % 36
-    out[#out + 1] = string.sub(B36, d + 1, d + 1)
+    out = B36_DIGIT[d] .. out
     n = (n - d) / 36
   end
-  return sign .. string.reverse(table.concat(out))
+  return sign .. out
 end
 
 local function unb36(s)
@@ -53,8 +56,15 @@ local function unb36(s)
   return tonumber(s, 36)
 end
 
+local NODE_KEYS = {}  -- worker -> its in-flight set, for this call
+
 local function node_key(worker)
-  return key('node', string.sub(redis.sha1hex(worker), 1, 24), 'inflight')
+  local found = NODE_KEYS[worker]
+  if not found then
+    found = key('node', string.sub(redis.sha1hex(worker), 1, 24), 'inflight')
+    NODE_KEYS[worker] = found
+  end
+  return found
 end
 
 local function opt(v)
@@ -86,7 +96,7 @@ local function open_run(run_id)
   upgrade_wave_1(rkey, run_id)  -- before its records are read and their counts changed
   local ctx = {id = run_id, rkey = rkey, rows = {}, stored = {}, order = {}, counts = {},
     dict = {}, rdict = {}, errors = {}, msgs = {}, queues = {}, started_at = nil, last_finish = nil,
-    settle = false, ends = false, packed = {}, used = 0, letters = {}, letters_changed = false}
+    settle = false, ends = false, packed = {}, uuid = {}, used = 0, letters = {}, letters_changed = false}
   ctx.created_ms = math.floor((tonumber(redis.call('HGET', rkey, 'created_at')) or 0) / 1000)
   local flat = redis.call('HGETALL', key('run', run_id, 'dict'))
   for i = 1, #flat, 2 do
@@ -106,38 +116,35 @@ local function open_run(run_id)
   return ctx
 end
 
+local RECORD = '^(.)([^,]*),?([^,]*),?([^,]*),?([^,]*),?([^,]*),?([^,]*),?([^,]*),?([^,]*)'
+
 local function decode(ctx, raw)
-  local letter = string.sub(raw, 1, 1)
-  local parts, pos = {}, 2
-  while true do
-    local comma = string.find(raw, ',', pos, true)
-    if not comma then parts[#parts + 1] = string.sub(raw, pos); break end
-    parts[#parts + 1] = string.sub(raw, pos, comma - 1)
-    pos = comma + 1
-  end
-  local function text(i)
-    local idx = opt(parts[i])
-    return idx and ctx.rdict['#' .. idx] or nil
-  end
+  local letter, attempts, name, queue, worker, q, s, f, row = string.match(raw, RECORD)
+  local rdict = ctx.rdict
   -- A record with a row counts each time from the one before it (queued from the run's
   -- creation, started from queued, finished from started, skipping absent ones); an older
   -- record counts every time from the run's creation.
-  local chained, base = opt(parts[8]) ~= nil, ctx.created_ms
-  local function time(i)
-    local rel = unb36(opt(parts[i]))
-    if rel == nil then return nil end
-    local ms = (chained and base or ctx.created_ms) + rel
-    base = ms
-    return ms * 1000
+  local chained, base = row ~= '', ctx.created_ms
+  local times = {q, s, f}
+  for i = 1, 3 do
+    local rel = times[i]
+    if rel == '' then
+      times[i] = nil
+    else
+      local ms = (chained and base or ctx.created_ms) + unb36(rel)
+      base = ms
+      times[i] = ms * 1000
+    end
   end
-  local attempts = unb36(opt(parts[1])) or 0
+  local tries = attempts ~= '' and unb36(attempts) or 0
   -- A started, retrying or finished-by-running record with no attempt written ran once
   -- (encode leaves that one out; a wave-1 record is its letter alone).
-  if attempts == 0 and RAN_ONCE[letter] then
-    attempts = 1
-  end
-  return {state = letter, attempts = attempts, name = text(2), queue = text(3),
-    worker = text(4), q = time(5), s = time(6), f = time(7), row = unb36(opt(parts[8]))}
+  if tries == 0 and RAN_ONCE[letter] then tries = 1 end
+  return {state = letter, attempts = tries,
+    name = name ~= '' and rdict['#' .. name] or nil,
+    queue = queue ~= '' and rdict['#' .. queue] or nil,
+    worker = worker ~= '' and rdict['#' .. worker] or nil,
+    q = times[1], s = times[2], f = times[3], row = row ~= '' and unb36(row) or nil}
 end
 
 local function index_of(ctx, kind, value)
@@ -309,8 +316,8 @@ end
 local function add_row(ctx, task, row)
   row.row = ctx.used
   ctx.used = ctx.used + 1
-  local packed, is_uuid = pack_id(task)
-  if not is_uuid then
+  local packed = ctx.packed[task]
+  if not ctx.uuid[task] then
     redis.call('HSET', key('run', ctx.id, 'xids'), b36(row.row), task)
     packed = ZERO_ID
   end
@@ -365,9 +372,10 @@ local function upgrade_ledger(ctx)
   redis.call('DEL', tkey)
   local fields = {}
   for _, r in ipairs(records) do
+    ctx.packed[r.task], ctx.uuid[r.task] = pack_id(r.task)
     add_row(ctx, r.task, r.row)
     count_letter(ctx, nil, r.row.state)
-    fields[#fields + 1] = (pack_id(r.task))
+    fields[#fields + 1] = ctx.packed[r.task]
     fields[#fields + 1] = encode(ctx, r.row)
     if #fields >= 1000 then
       redis.call('HSET', tkey, unpack(fields))
@@ -406,7 +414,10 @@ local function write_run(ctx, settle, updated_at)
     local row, before = ctx.rows[task], ctx.stored[task] or {}
     local raw
     if row.row == nil then
-      raw = encode(ctx, row)  -- enters the dictionary first: the columns need its indexes
+      -- The row's columns hold dictionary indexes: enter its values first.
+      index_of(ctx, 'n', row.name)
+      index_of(ctx, 'q', row.queue)
+      index_of(ctx, 'w', row.worker)
       add_row(ctx, task, row)
       count_letter(ctx, before.state, row.state)
       raw = encode(ctx, row)
@@ -459,7 +470,9 @@ local function write_run(ctx, settle, updated_at)
     end
   end
   -- A kept message (tracking_keep_messages) stays until its task finishes.
-  for _, task in ipairs(ctx.order) do
+  local msgs_kept = next(ctx.msgs) ~= nil
+    or redis.call('EXISTS', key('run', ctx.id, 'msgs')) == 1
+  for _, task in ipairs(msgs_kept and ctx.order or {}) do
     local row = ctx.rows[task]
     if FINAL_COUNTER[row.state] then
       if ctx.stored[task] == nil or not FINAL_COUNTER[ctx.stored[task].state] then
@@ -531,7 +544,7 @@ local function apply_events(events, settle, updated_at)
     if ctx and not pending[run_id][ev[2]] then
       pending[run_id][ev[2]] = true
       ctx.order[#ctx.order + 1] = ev[2]
-      ctx.packed[ev[2]] = (pack_id(ev[2]))
+      ctx.packed[ev[2]], ctx.uuid[ev[2]] = pack_id(ev[2])
     end
   end
   for _, run_id in ipairs(order) do load_rows(runs[run_id], runs[run_id].order) end
