@@ -159,6 +159,24 @@ def test_a_ledger_written_before_the_index_is_read_and_then_indexed(
     def ms_after_creation(task: Any, field: str) -> int:
         return round(getattr(task, field).timestamp() * 1000) - created_ms
 
+    # A user who may only read gets the same answers, from the records as they are.
+    raw_redis.acl_setuser(
+        "reader_" + prefix,
+        enabled=True,
+        passwords=["+secret"],
+        keys=["*"],
+        commands=["+@read", "+@connection", "+evalsha", "+script|load"],
+    )
+    try:
+        host = raw_redis.connection_pool.connection_kwargs
+        reader = TrackingDatabase.from_url(
+            f"redis://reader_{prefix}:secret@{host['host']}:{host['port']}/0", prefix=prefix
+        )
+        assert reader.tasks.get(done).name == "app.a"
+        assert [t.id for t in reader.tasks.get_all({"state": "FAILED"})] == [failed]
+        assert raw_redis.exists(base + ":rows") == 0
+    finally:
+        raw_redis.acl_deluser("reader_" + prefix)
     before = redis_db.tasks.get(done)
     assert (before.state, before.name, before.worker) == (TaskState.SUCCEEDED, "app.a", "w@n")
     assert [ms_after_creation(before, f) for f in ("queued_at", "started_at", "finished_at")] == [

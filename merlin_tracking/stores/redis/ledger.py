@@ -113,21 +113,26 @@ def run_tasks(reads: Reads, keys: KeySpace, run_id: str) -> list[Task]:
     return tasks
 
 
-def find_task(reads: Reads, keys: KeySpace, run_ids: Sequence[str], task_id: str) -> Task | None:
-    """The task in the first of ``run_ids`` (newest first) whose ledger holds it."""
-    packed = pack_task_id(task_id)
+def find_task(
+    reads: Reads, keys: KeySpace, run_ids: Sequence[str], task_id: str, old_ledgers: bool
+) -> Task | None:
+    """The task in the first of ``run_ids`` (newest first) whose ledger holds it; with
+    ``old_ledgers``, also under its text field (ledgers from before the row index)."""
+    fields = [pack_task_id(task_id)]
+    if old_ledgers and fields[0] != task_id.encode("utf-8"):
+        fields.append(task_id.encode("utf-8"))
     for start in range(0, len(run_ids), PAGE_SIZE):
         page = run_ids[start : start + PAGE_SIZE]
 
         def queue(pipe: redis.client.Pipeline, page: Sequence[str] = page) -> None:
             for run_id in page:
                 tasks = keys.key("run", run_member(run_id), "tasks")
-                pipe.hexists(tasks, packed)
-                pipe.hexists(tasks, task_id)  # a ledger from before the row index
+                for field in fields:
+                    pipe.hexists(tasks, field)
 
         found = reads.run(queue)
         for i, run_id in enumerate(page):
-            if found[2 * i] or found[2 * i + 1]:
+            if any(found[len(fields) * i : len(fields) * (i + 1)]):
                 return one_task(reads, keys, run_id, task_id)
     return None
 

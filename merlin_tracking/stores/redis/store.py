@@ -296,8 +296,9 @@ class RedisStore(TrackingStore):
         return True
 
     def find_task(self, task_id: str) -> Task | None:
+        indexed = self._index_old_ledgers()
         newest_first = sorted(self.find_ids(Run, {}), key=id_sort_key, reverse=True)
-        return ledger.find_task(self._reads, self.keys, newest_first, task_id)
+        return ledger.find_task(self._reads, self.keys, newest_first, task_id, not indexed)
 
     def delete_task(self, run_id: str, task_id: str) -> bool:
         return bool(self._run("delete_task", [run_member(run_id), task_id]))
