@@ -386,10 +386,14 @@ def worker_cpu_seconds(pid: int) -> float:
 
 
 def wait_for_tasks(bench: Bench, pid: int) -> tuple[CpuCost, float, float]:
-    """Wait for every task; returns the CPU cost per task while they ran and the time.time()
-    stamps of the first task's start and the last task's end."""
+    """Wait for every task; returns the CPU cost per task in the steady state (from the
+    tenth of the tasks on: the worker's and its beacon's start-up are not a per-task cost)
+    and the time.time() stamps of the first task's start and the last task's end."""
     probe = bench.probe
-    seen = wait_for(lambda: probe.done() or None, bench.timeout, "the first task", 0.005)
+    warm = max(1, bench.tasks // 10)
+    seen = wait_for(
+        lambda: probe.done() if probe.done() >= warm else None, bench.timeout, "warm-up", 0.005
+    )
     worker0, redis0 = worker_cpu_seconds(pid), probe.cpu_seconds()
     wait_for(lambda: probe.done() >= bench.tasks, bench.timeout, "all tasks", 0.02)
     worker1, redis1 = worker_cpu_seconds(pid), probe.cpu_seconds()
@@ -704,8 +708,10 @@ def method_lines(tasks: int) -> list[str]:
         "Lua scripts included), less the benchmark's own commands (the tasks' `INCRBY` and two "
         "time stamps, polling, `INFO`), divided by the tasks.",
         "- **worker CPU µs/task**: user + system CPU time of the worker process and its pool "
-        "children (psutil), **redis-server CPU µs/task**: `INFO cpu`, both from the first task "
-        "seen to the last, divided by the tasks run in between. CPU time is less sensitive than "
+        "children and beacon (psutil), **redis-server CPU µs/task**: `INFO cpu`, both in the "
+        "steady state: from the moment a tenth of the tasks are done to the last, divided by "
+        "the tasks run in between (so the worker's start-up, which includes its beacon's, is "
+        "not counted as a per-task cost). CPU time is less sensitive than "
         "wall time to other work on the machine; the last column of the per-measurement table "
         "gives the 1-minute load average at its start.",
     ]
