@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 SQLITE_SCHEMES = ("sqlite",)
@@ -28,23 +28,31 @@ def supported_schemes() -> str:
     return ", ".join(f"{scheme}://" for scheme in STORE_SCHEMES)
 
 
+# Credentials in free text (a command line, a setting, an error): the password of any
+# ``scheme://user:password@host`` (up to the last "@" of the word: a password with an unescaped
+# "/" or "@" is hidden too, with whatever follows it up to there), and the value of options
+# and query parameters whose name ends in password, passwd, secret or token.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*:)\S*@")
+_SECRET_OPTION = re.compile(
+    r"(?i)(?P<head>(?<![\w-])--?[\w-]*(?:password|passwd|secret|token)(?:=|\s+))"
+    r"(?P<value>[^\s]+)"
+)
+_SECRET_QUERY = re.compile(
+    r"(?i)(?P<head>[?&;][\w.-]*(?:password|passwd|secret|token)[\w.-]*=)(?P<value>[^&;\s]+)"
+)
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every credential it carries replaced by ``***`` (see above): what the
+    ledger stores of command lines and settings, and what messages show."""
+    text = _URL_PASSWORD.sub(r"\g<head>***@", text)
+    text = _SECRET_QUERY.sub(r"\g<head>***", text)
+    return _SECRET_OPTION.sub(r"\g<head>***", text)
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (user names are kept); a URL too
-    malformed to parse is masked by pattern, so a password is never shown either way."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-        port = parts.port
-    except ValueError:
-        return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
-    if password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{port}" if port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """The URL with its password replaced by ``***`` (user names are kept)."""
+    return mask_secrets(url)
 
 
 __all__ = [
@@ -53,6 +61,7 @@ __all__ = [
     "STORE_SCHEMES",
     "is_redis_url",
     "is_store_url",
+    "mask_secrets",
     "mask_url",
     "scheme_of",
     "supported_schemes",

@@ -15,6 +15,7 @@ from typing import Any
 
 from merlin_tracking.errors import InvalidRecordError
 from merlin_tracking.ids import datetime_to_micros, micros_to_datetime
+from merlin_tracking.urls import mask_secrets
 
 
 def dumps(value: Any) -> str:
@@ -144,6 +145,22 @@ def json_mapping(value: Any) -> dict[str, Any]:
     return result
 
 
+def _masked(value: Any) -> Any:
+    """``value`` (a JSON value) with the credentials in its strings masked."""
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    return value
+
+
+def _masked_opt_str(value: Any) -> str | None:
+    checked = _check_opt_str(value)
+    return None if checked is None else mask_secrets(checked)
+
+
 STR = Codec(_check_str, _check_str)
 OPT_STR = Codec(_check_opt_str, _check_opt_str)
 INT = Codec(_check_int, _check_int)
@@ -153,6 +170,10 @@ OPT_NONNEGATIVE_SECONDS = Codec(_check_opt_nonnegative_seconds, _check_opt_nonne
 STR_TUPLE = Codec(lambda v: list(str_tuple(v)), lambda v: tuple(v))
 JSON = Codec(json_value, lambda v: v)
 JSON_MAPPING = Codec(json_mapping, lambda v: v)
+#: Text and mappings taken from a command line or settings (a worker's ``launch_cmd`` and
+#: ``args``): stored, and read back, with their credentials masked (``urls.mask_secrets``).
+MASKED_OPT_STR = Codec(_masked_opt_str, _masked_opt_str)
+MASKED_JSON_MAPPING = Codec(lambda v: _masked(json_mapping(v)), _masked)
 DATETIME = Codec(
     lambda v: datetime_to_micros(aware_utc(v)),
     lambda v: micros_to_datetime(_check_int(v)),

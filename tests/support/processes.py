@@ -195,8 +195,10 @@ class Ledger:
         concurrency: int | None = None,
         broker: str | None = None,
         env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
     ) -> Worker:
-        """Start ``celery -A tests.apps.plain_app worker`` (not waiting for it)."""
+        """Start ``celery -A tests.apps.plain_app worker`` (not waiting for it); ``extra_args``
+        go on its command line before ``worker`` (``-b URL``, say)."""
         node = node or f"{unique('w')}@testhost"
         queues = queues or [self.queue]
         cmd = [
@@ -205,6 +207,7 @@ class Ledger:
             "celery",
             "-A",
             APP,
+            *(extra_args or []),
             "worker",
             "--pool",
             pool,
