@@ -41,6 +41,8 @@ class TrackingConfig:
     # Keep each in-flight task's message (arguments included: an opt-in) until it finishes, so
     # that ``runs requeue --lost`` can publish a lost task again.
     keep_messages: bool = False
+    # Seconds a store command may wait for the server (None: the store's default, 10 s).
+    timeout: float | None = None
 
     @classmethod
     def from_app_conf(
@@ -95,6 +97,12 @@ class TrackingConfig:
             or str(retention_setting).strip().lower() == "forever"
             else _duration("tracking_task_retention", retention_setting)
         )
+        timeout_setting = setting("tracking_timeout")
+        timeout = (
+            None
+            if timeout_setting in (None, "")
+            else _seconds("tracking_timeout", timeout_setting, 10.0)
+        )
         keep = setting("tracking_keep_messages")
         keep_messages = False if keep is None else _flag("tracking_keep_messages", keep)
         return cls(
@@ -107,6 +115,7 @@ class TrackingConfig:
             settle,
             retention,
             keep_messages,
+            timeout,
         )
 
 

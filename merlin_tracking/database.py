@@ -60,9 +60,21 @@ class TrackingDatabase:
         self.tasks = TaskManager(store)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> TrackingDatabase:
-        """Open the store at ``url`` (``redis://``, ``rediss://``) under ``prefix``."""
-        return cls(open_store(url, prefix=prefix))
+    def from_url(
+        cls, url: str, prefix: str = DEFAULT_PREFIX, timeout: float | None = None
+    ) -> TrackingDatabase:
+        """Open the store at ``url`` (``redis://``, ``rediss://``, ``unix://``,
+        ``sqlite:///``) under ``prefix``; ``timeout``: seconds a Redis command may wait for
+        the server before ``StoreUnavailableError`` (default 10)."""
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout < float("inf")
+        ):
+            raise InvalidRecordError(
+                f"timeout: must be a positive number of seconds, got {timeout!r}"
+            )
+        return cls(open_store(url, prefix=prefix, timeout=timeout))
 
     @property
     def url(self) -> str:

@@ -18,6 +18,10 @@ from merlin_tracking.urls import mask_url
 
 URL_ENV = "MERLIN_TRACKING_URL"
 PREFIX_ENV = "MERLIN_TRACKING_PREFIX"
+TIMEOUT_ENV = "MERLIN_TRACKING_TIMEOUT"
+#: Seconds a command waits for a Redis answer unless told otherwise: a person at a terminal
+#: should hear of a frozen server in seconds, not minutes.
+DEFAULT_TIMEOUT = 3.0
 
 
 @dataclass
@@ -27,16 +31,19 @@ class CliState:
     url: str | None = None
     prefix: str | None = None
     app: Any = None  # the Celery app under ``celery tracking``, else None
+    timeout: float | None = None
     _db: TrackingDatabase | None = field(default=None, repr=False)
 
-    def resolve(self) -> tuple[str, str]:
-        """(url, prefix): options and environment first, then the Celery app's settings."""
-        url, prefix = self.url, self.prefix
-        if url is None or prefix is None:
+    def resolve(self) -> tuple[str, str, float]:
+        """(url, prefix, timeout): options and environment first, then the Celery app's
+        settings, then the defaults."""
+        url, prefix, timeout = self.url, self.prefix, self.timeout
+        if url is None or prefix is None or timeout is None:
             conf = self.app.conf if self.app is not None else {}
             config = TrackingConfig.from_app_conf(conf)
             url = url or config.url
             prefix = prefix or config.prefix
+            timeout = timeout or config.timeout or DEFAULT_TIMEOUT
         if not url:
             where = (
                 "the app has no tracking_url and no Redis result_backend; "
@@ -47,14 +54,14 @@ class CliState:
                 f"no tracking store given: {where}use --url URL or set {URL_ENV}",
                 ExitCode.USAGE,
             )
-        return url, prefix or DEFAULT_PREFIX
+        return url, prefix or DEFAULT_PREFIX, timeout
 
     @property
     def db(self) -> TrackingDatabase:
         if self._db is None:
-            url, prefix = self.resolve()
+            url, prefix, timeout = self.resolve()
             try:
-                self._db = TrackingDatabase.from_url(url, prefix=prefix)
+                self._db = TrackingDatabase.from_url(url, prefix=prefix, timeout=timeout)
             except ValueError as exc:  # malformed URL or prefix (InvalidRecordError included)
                 raise cli_error(f"{mask_url(url)}: {exc}", ExitCode.USAGE) from None
         return self._db

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from merlin_tracking.cli import maintenance, runs, studies, watch, workers
-from merlin_tracking.cli.context import PREFIX_ENV, URL_ENV, CliState
+from merlin_tracking.cli.context import DEFAULT_TIMEOUT, PREFIX_ENV, TIMEOUT_ENV, URL_ENV, CliState
 from merlin_tracking.cli.errors import translate
 from merlin_tracking.cli.info import info
 from merlin_tracking.cli.options import examples
@@ -55,9 +55,18 @@ class TrackingGroup(click.Group):
     metavar="PREFIX",
     help="Key prefix of the ledger. Default: the app's tracking_prefix, else merlin_tracking.",
 )
+@click.option(
+    "--timeout",
+    envvar=TIMEOUT_ENV,
+    show_envvar=True,
+    type=click.FloatRange(min=0, min_open=True, max=3600),
+    metavar="SECONDS",
+    help="Seconds to wait for the Redis server's answer before giving up with exit code 3. "
+    f"Default: the app's tracking_timeout, else {DEFAULT_TIMEOUT:g}.",
+)
 @click.version_option(__version__, "--version", prog_name="merlin-tracking")
 @click.pass_context
-def cli(ctx: click.Context, url: str | None, prefix: str | None) -> None:
+def cli(ctx: click.Context, url: str | None, prefix: str | None, timeout: float | None) -> None:
     """Inspect, filter, watch and clean up the merlin_tracking ledger of studies, runs and
     workers.
 
@@ -65,7 +74,7 @@ def cli(ctx: click.Context, url: str | None, prefix: str | None) -> None:
     3 store unreachable or refusing.
     """
     app = getattr(ctx.obj, "app", None)  # ``celery`` passes a context holding the -A app
-    ctx.obj = CliState(url=url or None, prefix=prefix or None, app=app)
+    ctx.obj = CliState(url=url or None, prefix=prefix or None, app=app, timeout=timeout)
 
 
 cli.add_command(info)

@@ -101,7 +101,9 @@ class Tracker:
     @property
     def db(self) -> TrackingDatabase:
         if self._db is None:
-            self._db = TrackingDatabase.from_url(self.config.url, prefix=self.config.prefix)
+            self._db = TrackingDatabase.from_url(
+                self.config.url, prefix=self.config.prefix, timeout=self.config.timeout
+            )
         return self._db
 
     # ---------------------------------------------------------------- run resolution

@@ -7,14 +7,18 @@ from merlin_tracking.stores.base import DEFAULT_PREFIX, TrackingStore, check_pre
 from merlin_tracking.urls import REDIS_SCHEMES, SQLITE_SCHEMES, scheme_of, supported_schemes
 
 
-def open_store(url: str, prefix: str = DEFAULT_PREFIX) -> TrackingStore:
+def open_store(
+    url: str, prefix: str = DEFAULT_PREFIX, timeout: float | None = None
+) -> TrackingStore:
     """A store for ``url``: ``redis://``, ``rediss://`` or ``unix://`` for Redis,
-    ``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` for an SQLite file."""
+    ``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` for an SQLite file.
+    ``timeout``: seconds a Redis command may wait for the server (SQLite waits for its lock
+    as long as its busy timeout)."""
     scheme = scheme_of(url)
     if scheme in REDIS_SCHEMES:
         from merlin_tracking.stores.redis import RedisStore
 
-        return RedisStore(url, prefix=prefix)
+        return RedisStore(url, prefix=prefix, timeout=timeout)
     if scheme in SQLITE_SCHEMES:
         from merlin_tracking.stores.sqlite import SqliteStore
 

@@ -71,12 +71,15 @@ class RedisStore(TrackingStore):
 
     backend = "redis"
 
-    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(
+        self, url: str, prefix: str = DEFAULT_PREFIX, timeout: float | None = None
+    ) -> None:
         self.url = mask_url(url)
         self.keys = KeySpace(prefix)
         self._raw_url = url
+        self._timeout = timeout
         self._ledgers_indexed = False
-        self._scripts = scripts.register(client_for(url))
+        self._scripts = scripts.register(client_for(url, timeout))
         self._reads = Reads(
             lambda: self.client, self._scripts, self.keys.tag, self.url, lambda: [_updated_at()]
         )
@@ -84,7 +87,7 @@ class RedisStore(TrackingStore):
     @property
     def client(self) -> redis.Redis:
         # Looked up per call so a forked child gets its own connection pool.
-        return client_for(self._raw_url)
+        return client_for(self._raw_url, self._timeout)
 
     def _run(self, name: str, args: Sequence[Any]) -> Any:
         # The prefix's hash tag is every script's KEYS[1]: it routes the call on a cluster.
