@@ -88,6 +88,22 @@ class StoreUnavailableError(StoreError, ConnectionError):
     summary = "is unavailable"
 
 
+class StoreRefusedError(StoreUnavailableError):
+    """The server answered but will not do it now: out of memory, a read-only replica, an ACL
+    user without the permission, a cluster node that does not own the ledger's slot, a data set
+    still loading. ``code`` is the server's error code; the message says what to do. A
+    worker buffers its updates through it, as through an outage."""
+
+    summary = "refused the operation"
+
+    def __init__(self, url: str, reason: str, code: str = "") -> None:
+        self.code = code
+        super().__init__(url, reason)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.url, self.reason, self.code)
+
+
 def choices(values: Iterable[str]) -> str:
     """Render valid values for an error message."""
     return ", ".join(sorted(values))

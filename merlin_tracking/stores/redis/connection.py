@@ -17,7 +17,12 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from merlin_tracking.errors import InvalidRecordError, StoreError, StoreUnavailableError
+from merlin_tracking.errors import (
+    InvalidRecordError,
+    StoreError,
+    StoreRefusedError,
+    StoreUnavailableError,
+)
 from merlin_tracking.urls import is_redis_url, mask_url
 
 #: Seconds a command may wait for the server's answer, unless the caller asks for another
@@ -64,6 +69,68 @@ def client_for(url: str, timeout: float | None = None) -> redis.Redis:
     return client
 
 
+# What a server's refusal means and what to do about it, by error code (redis-py drops the
+# code from the message of the errors it has a class for).
+_REFUSALS: tuple[tuple[type[Exception], str, str], ...] = (
+    (
+        redis.exceptions.OutOfMemoryError,
+        "OOM",
+        "the server is out of memory (maxmemory with the noeviction policy): free memory or "
+        "raise maxmemory; old runs can go with `merlin-tracking gc` or tracking_task_retention",
+    ),
+    (
+        redis.exceptions.ReadOnlyError,
+        "READONLY",
+        "this server is a read-only replica: point the URL at its master",
+    ),
+    (
+        redis.exceptions.NoPermissionError,
+        "NOPERM",
+        "the ACL user may not run this command or touch these keys: grant it the package's "
+        "commands on the prefix's keys (docs/storage.md)",
+    ),
+    (
+        redis.exceptions.AskError,  # MOVED too
+        "MOVED",
+        "this server is a Redis Cluster node that does not own the ledger's slot: use the "
+        "node the redirect names",
+    ),
+    (
+        redis.exceptions.TryAgainError,
+        "TRYAGAIN",
+        "the cluster is moving the ledger's slot: try again in a moment",
+    ),
+    (
+        redis.exceptions.ClusterDownError,
+        "CLUSTERDOWN",
+        "the cluster cannot serve the ledger's slot: wait for it to recover",
+    ),
+    (
+        redis.exceptions.BusyLoadingError,
+        "LOADING",
+        "the server is loading its data set: try again in a moment",
+    ),
+)
+# Refusals redis-py has no class for, by the code their message starts with.
+_CODED_REFUSALS = {
+    "BUSY": "the server is busy running a script: try again in a moment",
+    "MASTERDOWN": "the replica lost its master: point the URL at the master",
+    "NOPERM": _REFUSALS[2][2],
+}
+
+
+def _refusal(exc: Exception) -> tuple[str, str] | None:
+    """(code, what to do) when ``exc`` is a refusal the server may lift."""
+    for kind, code, advice in _REFUSALS:
+        if isinstance(exc, kind):
+            return (str(exc).split(" ", 1)[0] if code == "MOVED" else code), advice
+    said = str(exc)
+    for code, advice in _CODED_REFUSALS.items():
+        if said.startswith(code + " ") or said == code:
+            return code, advice
+    return None
+
+
 @contextmanager
 def store_errors(url: str) -> Iterator[None]:
     """Raise redis-py's errors as store errors naming ``url`` (already masked)."""
@@ -76,11 +143,15 @@ def store_errors(url: str) -> Iterator[None]:
             f"{said}: the server did not answer in time (frozen, overloaded or not a Redis "
             "server?); if it is only slow, allow more seconds (--timeout, tracking_timeout)",
         ) from None
-    except redis.ConnectionError as exc:
-        raise StoreUnavailableError(url, str(exc) or type(exc).__name__) from None
-    except redis.exceptions.NoPermissionError as exc:
-        raise StoreUnavailableError(url, f"NOPERM: {exc}") from None
-    except redis.ResponseError as exc:
+    except (redis.ConnectionError, redis.ResponseError) as exc:
+        refusal = _refusal(exc)
+        if refusal is not None:
+            code, advice = refusal
+            said = str(exc)
+            said = said if said.startswith(code) else f"{code} {said}"
+            raise StoreRefusedError(url, f"{said.rstrip('.')}; {advice}", code) from None
+        if isinstance(exc, redis.ConnectionError):
+            raise StoreUnavailableError(url, str(exc) or type(exc).__name__) from None
         if str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
             raise StoreUnavailableError(url, str(exc)) from None
         raise StoreError(url, str(exc) or type(exc).__name__) from None
