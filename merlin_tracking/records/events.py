@@ -93,18 +93,11 @@ def coalesce(events: Sequence[TaskEvent]) -> list[TaskEvent]:
         ):
             started = merged[index]
             flags = started.flags + event.flags
-            merged[index] = TaskEvent(
-                started.run_id,
-                started.task_id,
-                TaskEventKind.RAN,
-                started.queue,
-                started.name or event.name,
-                started.worker,
-                started.at,
-                started.error,
-                "".join(sorted(set(flags))) if flags else "",
-                event.at,
-                started.message,
+            merged[index] = started._replace(
+                kind=TaskEventKind.RAN,
+                ended=event.at,
+                flags="".join(sorted(set(flags))) if flags else "",
+                name=started.name or event.name,
             )
             continue
         last[key] = len(merged)

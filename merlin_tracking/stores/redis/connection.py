@@ -69,6 +69,11 @@ def client_for(url: str, timeout: float | None = None) -> redis.Redis:
     return client
 
 
+_NOPERM_ADVICE = (
+    "the ACL user may not run this command or touch these keys: grant it the package's "
+    "commands on the prefix's keys (docs/storage.md)"
+)
+
 # What a server's refusal means and what to do about it, by error code (redis-py drops the
 # code from the message of the errors it has a class for).
 _REFUSALS: tuple[tuple[type[Exception], str, str], ...] = (
@@ -83,12 +88,7 @@ _REFUSALS: tuple[tuple[type[Exception], str, str], ...] = (
         "READONLY",
         "this server is a read-only replica: point the URL at its master",
     ),
-    (
-        redis.exceptions.NoPermissionError,
-        "NOPERM",
-        "the ACL user may not run this command or touch these keys: grant it the package's "
-        "commands on the prefix's keys (docs/storage.md)",
-    ),
+    (redis.exceptions.NoPermissionError, "NOPERM", _NOPERM_ADVICE),
     (
         redis.exceptions.AskError,  # MOVED too
         "MOVED",
@@ -115,7 +115,7 @@ _REFUSALS: tuple[tuple[type[Exception], str, str], ...] = (
 _CODED_REFUSALS = {
     "BUSY": "the server is busy running a script: try again in a moment",
     "MASTERDOWN": "the replica lost its master: point the URL at the master",
-    "NOPERM": _REFUSALS[2][2],
+    "NOPERM": _NOPERM_ADVICE,
 }
 
 
@@ -152,7 +152,7 @@ def store_errors(url: str) -> Iterator[None]:
             raise StoreRefusedError(url, f"{said.rstrip('.')}; {advice}", code) from None
         if isinstance(exc, redis.ConnectionError):
             raise StoreUnavailableError(url, str(exc) or type(exc).__name__) from None
-        if str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
+        if str(exc).startswith(("NOAUTH", "WRONGPASS")):
             raise StoreUnavailableError(url, str(exc)) from None
         raise StoreError(url, str(exc) or type(exc).__name__) from None
     except redis.RedisError as exc:

@@ -113,14 +113,21 @@ def run_tasks(reads: Reads, keys: KeySpace, run_id: str) -> list[Task]:
     return tasks
 
 
+def _task_fields(task_id: str, old_ledgers: bool) -> list[bytes]:
+    """Fields a task's record may sit under: its packed id, and for a ledger from before the
+    row index its text."""
+    fields = [pack_task_id(task_id)]
+    if old_ledgers and fields[0] != task_id.encode("utf-8"):
+        fields.append(task_id.encode("utf-8"))
+    return fields
+
+
 def find_task(
     reads: Reads, keys: KeySpace, run_ids: Sequence[str], task_id: str, old_ledgers: bool
 ) -> Task | None:
     """The task in the first of ``run_ids`` (newest first) whose ledger holds it; with
     ``old_ledgers``, also under its text field (ledgers from before the row index)."""
-    fields = [pack_task_id(task_id)]
-    if old_ledgers and fields[0] != task_id.encode("utf-8"):
-        fields.append(task_id.encode("utf-8"))
+    fields = _task_fields(task_id, old_ledgers)
     for start in range(0, len(run_ids), PAGE_SIZE):
         page = run_ids[start : start + PAGE_SIZE]
 
@@ -133,22 +140,25 @@ def find_task(
         found = reads.run(queue)
         for i, run_id in enumerate(page):
             if any(found[len(fields) * i : len(fields) * (i + 1)]):
-                return one_task(reads, keys, run_id, task_id)
+                return one_task(reads, keys, run_id, task_id, old_ledgers)
     return None
 
 
-def one_task(reads: Reads, keys: KeySpace, run_id: str, task_id: str) -> Task | None:
+def one_task(
+    reads: Reads, keys: KeySpace, run_id: str, task_id: str, old_ledgers: bool = False
+) -> Task | None:
+    """One record; with ``old_ledgers``, also looked up under its text field."""
     member = run_member(run_id)
+    fields = _task_fields(task_id, old_ledgers)
 
     def queue(pipe: redis.client.Pipeline) -> None:
         pipe.hget(keys.record("run", member), "created_at")
-        pipe.hget(keys.key("run", member, "tasks"), pack_task_id(task_id))
-        pipe.hget(keys.key("run", member, "tasks"), task_id)  # a ledger before the row index
+        pipe.hmget(keys.key("run", member, "tasks"), fields)
         pipe.hgetall(keys.key("run", member, "dict"))
         pipe.hget(keys.key("run", member, "errors"), task_id)
 
-    created, packed_value, text_value, dictionary, error = reads.run(queue)
-    value = packed_value if packed_value is not None else text_value
+    created, values, dictionary, error = reads.run(queue)
+    value = next((v for v in values if v is not None), None)
     if value is None:
         return None
     created_ms = int(created or 0) // 1000
@@ -163,7 +173,8 @@ def one_task(reads: Reads, keys: KeySpace, run_id: str, task_id: str) -> Task | 
 # the run's count (the dictionary's "*") are padding, letter 0.
 ROW = 20
 _STATE_AT = 16
-_COLUMN = {"name": (17, 1), "queue": (18, 1), "worker": (19, 1)}
+_COLUMN_AT = {"name": 17, "queue": 18, "worker": 19}
+_TOP = 255
 _KIND = {"name": "n", "queue": "q", "worker": "w"}
 _NO_ID = bytes(16)
 _NO_RECORD = (0, ord("-"))  # padding, a deleted record
@@ -183,22 +194,15 @@ def index_keys(keys: KeySpace, filters: Mapping[str, Sequence[str]]) -> dict[str
     return found
 
 
-def _column_values(
-    dictionary: Mapping[str, str], kind: str, values: Sequence[str], width: int
-) -> set[int]:
-    """Column numbers the rows of ``values`` hold (all ones stands for every number past the
-    column's range: those rows are checked on their records)."""
-    top = (1 << (8 * width)) - 1
+def _column_values(dictionary: Mapping[str, str], kind: str, values: Sequence[str]) -> set[int]:
+    """Column bytes the rows of ``values`` hold (255 stands for every number from 255 on: those
+    rows are checked on their records)."""
     wanted: set[int] = set()
     for value in values:
         idx = dictionary.get(kind + value)
         if idx is not None:
-            wanted.add(min(int(idx, 36), top))
+            wanted.add(min(int(idx, 36), _TOP))
     return wanted
-
-
-def _column(rows: bytes, at: int, width: int) -> int:
-    return rows[at] if width == 1 else (rows[at] << 8) | rows[at + 1]
 
 
 def matching_rows(
@@ -207,14 +211,13 @@ def matching_rows(
     """Row numbers whose columns match every filter (a superset where a column saturated:
     the caller checks the records)."""
     count = min(len(rows) // ROW, int(dictionary.get("*", "0")))
-    columns: list[tuple[int, int, set[int]]] = []
+    columns: list[tuple[int, set[int]]] = []
     for name, kind in _KIND.items():
         if name in filters:
-            at, width = _COLUMN[name]
-            wanted = _column_values(dictionary, kind, filters[name], width)
+            wanted = _column_values(dictionary, kind, filters[name])
             if not wanted:
                 return []
-            columns.append((at, width, wanted))
+            columns.append((_COLUMN_AT[name], wanted))
     if "state" in filters:
         letters = rows[_STATE_AT::ROW]
         candidates: list[int] = []
@@ -226,39 +229,28 @@ def matching_rows(
                 at = letters.find(letter, at + 1)
         candidates.sort()
     else:
-        at, width, wanted = columns[0]
-        low = rows[at + width - 1 :: ROW]
+        at, wanted = columns[0]
+        column = rows[at::ROW]
         candidates = []
-        for value in sorted(wanted):
-            i = low.find(value & 0xFF)
+        for value in wanted:
+            i = column.find(value)
             while i != -1:
                 candidates.append(i)
-                i = low.find(value & 0xFF, i + 1)
+                i = column.find(value, i + 1)
         candidates.sort()
     return [
         k
         for k in candidates
         if k < count
         and rows[k * ROW + _STATE_AT] not in _NO_RECORD
-        and all(_column(rows, k * ROW + at, width) in wanted for at, width, wanted in columns)
+        and all(rows[k * ROW + at] in wanted for at, wanted in columns)
     ]
 
 
-def _row_id(rows: bytes, k: int, xids: Mapping[str, str]) -> str:
+def _row_id(rows: bytes, k: int, xids: Mapping[bytes, bytes]) -> str:
     raw = rows[k * ROW : k * ROW + 16]
-    if raw == _NO_ID and _b36(k) in xids:
-        return xids[_b36(k)]
-    return str(uuid.UUID(bytes=raw))
-
-
-def _b36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        n, d = divmod(n, 36)
-        out = digits[d] + out
-        if n == 0:
-            return out
+    other = xids.get(str(k).encode()) if raw == _NO_ID else None
+    return text(other) if other is not None else str(uuid.UUID(bytes=raw))
 
 
 def find_tasks(
@@ -285,14 +277,13 @@ def find_tasks(
         replies = reads.run(queue_index)
         wanted: list[tuple[str, int, dict[str, str], list[str]]] = []
         for i, run_id in enumerate(page):
-            created, rows, raw_dict, raw_xids = replies[4 * i : 4 * i + 4]
+            created, rows, raw_dict, xids = replies[4 * i : 4 * i + 4]
             if not rows:
                 continue
             dictionary = {text(f): text(v) for f, v in raw_dict.items()}
-            xids = {text(f): text(v) for f, v in raw_xids.items()}
             ids = [_row_id(rows, k, xids) for k in matching_rows(rows, dictionary, filters)]
             if ids:
-                wanted.append((run_id, int(created or 0) // 1000, dictionary, ids))
+                wanted.append((run_id, int(created or 0) // 1000, _names(raw_dict), ids))
         if not wanted:
             continue
 
@@ -303,9 +294,8 @@ def find_tasks(
                 pipe.hmget(keys.key("run", member, "errors"), ids)
 
         records = reads.run(queue_records)
-        for i, (run_id, created_ms, dictionary, ids) in enumerate(wanted):
+        for i, (run_id, created_ms, names, ids) in enumerate(wanted):
             values, errors = records[2 * i], records[2 * i + 1]
-            names = {f[1:]: v[1:] for f, v in dictionary.items() if f[:1] == "#" and len(f) > 1}
             tasks = [
                 decode_task(run_id, task_id, text(value), created_ms, names, text(e) if e else None)
                 for task_id, value, e in zip(ids, values, errors, strict=True)

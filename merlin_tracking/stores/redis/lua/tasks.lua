@@ -119,7 +119,7 @@ if IN_FLIGHT[row.state] then
 end
 if row.row then
   redis.call('SETRANGE', key('run', run_id, 'rows'), row.row * ROW + 16, '-')
-  redis.call('HDEL', key('run', run_id, 'xids'), b36(row.row))
+  redis.call('HDEL', key('run', run_id, 'xids'), fmt(row.row))
 end
 count_letter(ctx, row.state, nil)
 write_letters(ctx)

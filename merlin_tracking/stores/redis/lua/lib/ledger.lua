@@ -14,7 +14,7 @@
 --                     then name#, queue# and worker# a byte each (0 none, 255 that index or a
 --                     higher one: read the record); a deleted record's letter is '-'; rows
 --                     past the dictionary's '*' are padding (letter 0)
--- {P}:run:<n>:xids    row -> task id, for the ids that are no UUID
+-- {P}:run:<n>:xids    row (decimal) -> task id, for the ids that are no UUID
 -- {P}:task:s:<letter> runs with records in that state; {P}:task:n|q|w:<value hash> runs with
 --                     records of that task name, queue or worker (prelude: value_hash)
 -- {P}:run:<n>:errors  task id -> failure or reason lost
@@ -96,7 +96,7 @@ local function open_run(run_id)
   upgrade_wave_1(rkey, run_id)  -- before its records are read and their counts changed
   local ctx = {id = run_id, rkey = rkey, rows = {}, stored = {}, order = {}, counts = {},
     dict = {}, rdict = {}, errors = {}, msgs = {}, queues = {}, started_at = nil, last_finish = nil,
-    settle = false, ends = false, packed = {}, uuid = {}, used = 0, letters = {}, letters_changed = false}
+    settle = false, ends = false, packed = {}, uuid = {}, used = 0, letters = {}, changed = {}}
   ctx.created_ms = math.floor((tonumber(redis.call('HGET', rkey, 'created_at')) or 0) / 1000)
   local flat = redis.call('HGETALL', key('run', run_id, 'dict'))
   for i = 1, #flat, 2 do
@@ -293,12 +293,14 @@ local function load_rows(ctx, tasks)
   end
 end
 
--- Count a record leaving state ``old`` (nil: a new record) for state ``new`` (nil: deleted).
+-- Count a record leaving state ``old`` (nil: a new record) for state ``new`` (nil: deleted);
+-- ``ctx.changed`` keeps each changed letter's count from before the batch.
 local function count_letter(ctx, old, new)
   if old == new then return end
+  if old and ctx.changed[old] == nil then ctx.changed[old] = ctx.letters[old] or 0 end
+  if new and ctx.changed[new] == nil then ctx.changed[new] = ctx.letters[new] or 0 end
   if old then ctx.letters[old] = (ctx.letters[old] or 0) - 1 end
   if new then ctx.letters[new] = (ctx.letters[new] or 0) + 1 end
-  ctx.letters_changed = true
 end
 
 -- The length past ``n`` bytes at which a string fills its allocation: Redis's allocator
@@ -318,7 +320,7 @@ local function add_row(ctx, task, row)
   ctx.used = ctx.used + 1
   local packed = ctx.packed[task]
   if not ctx.uuid[task] then
-    redis.call('HSET', key('run', ctx.id, 'xids'), b36(row.row), task)
+    redis.call('HSET', key('run', ctx.id, 'xids'), fmt(row.row), task)
     packed = ZERO_ID
   end
   local rows_key, needed = key('run', ctx.id, 'rows'), (row.row + 1) * ROW
@@ -336,21 +338,16 @@ end
 
 -- Store the state counts of the run's records, and its membership of the state sets.
 local function write_letters(ctx)
-  if ctx.used ~= ctx.used_before then
-    redis.call('HSET', key('run', ctx.id, 'dict'), '*', ctx.used)
-  end
-  if not ctx.letters_changed then return end
   local dkey = key('run', ctx.id, 'dict')
-  for _, letter in ipairs(TASK_LETTERS) do
-    local n = ctx.letters[letter]
-    if n ~= nil then
-      if n > 0 then
-        redis.call('HSET', dkey, '%' .. letter, n)
-        redis.call('SADD', key('task', 's', letter), ctx.id)
-      else
-        redis.call('HDEL', dkey, '%' .. letter)
-        redis.call('SREM', key('task', 's', letter), ctx.id)
-      end
+  if ctx.used ~= ctx.used_before then redis.call('HSET', dkey, '*', ctx.used) end
+  for letter, before in pairs(ctx.changed) do
+    local n = ctx.letters[letter] or 0
+    if n > 0 then
+      redis.call('HSET', dkey, '%' .. letter, n)
+      if before <= 0 then redis.call('SADD', key('task', 's', letter), ctx.id) end
+    elseif before > 0 then
+      redis.call('HDEL', dkey, '%' .. letter)
+      redis.call('SREM', key('task', 's', letter), ctx.id)
     end
   end
 end
@@ -390,7 +387,7 @@ local function upgrade_ledger(ctx)
     end
   end
   write_letters(ctx)
-  ctx.used_before, ctx.letters_changed = ctx.used, false
+  ctx.used_before, ctx.changed = ctx.used, {}
 end
 
 local function add_queue(ctx, queue)
