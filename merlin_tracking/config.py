@@ -18,7 +18,14 @@ from typing import Any
 from merlin_tracking.errors import ConfigurationError, TrackingError
 from merlin_tracking.resolvers import DEFAULT_RESOLVER, invalid_resolver
 from merlin_tracking.stores.base import DEFAULT_PREFIX, check_prefix
-from merlin_tracking.urls import is_redis_url, is_store_url, mask_url
+from merlin_tracking.urls import (
+    celery_sentinel_url,
+    is_redis_url,
+    is_store_url,
+    mask_url,
+    scheme_of,
+    supported_schemes,
+)
 
 DISABLING_VALUES = ("0", "false", "no", "off")
 
@@ -43,6 +50,9 @@ class TrackingConfig:
     keep_messages: bool = False
     # Seconds a store command may wait for the server (None: the store's default, 10 s).
     timeout: float | None = None
+    # Seconds before its batch allocation's end at which a worker stops consuming new tasks,
+    # so that the ones it runs may finish (None: never).
+    drain_before_end: float | None = None
 
     @classmethod
     def from_app_conf(
@@ -59,14 +69,14 @@ class TrackingConfig:
             enabled = False
         url = (
             setting("tracking_url")
-            or _redis_backend(conf.get("result_backend"))
+            or _redis_backend(conf.get("result_backend"), conf)
             or default_sqlite_url(env)
         )
         if not is_store_url(url):
             shown = repr(mask_url(url) if isinstance(url, str) else url)
             raise ConfigurationError(
-                f"tracking_url: {shown} is not a supported store URL; use redis://, rediss://, "
-                "unix:// or sqlite:///path"
+                f"tracking_url: {shown} is not a supported store URL; use "
+                f"{supported_schemes()} (sqlite:///path)"
             )
         prefix = setting("tracking_prefix") or DEFAULT_PREFIX
         try:
@@ -103,6 +113,12 @@ class TrackingConfig:
             if timeout_setting in (None, "")
             else _seconds("tracking_timeout", timeout_setting, 10.0)
         )
+        drain_setting = setting("tracking_drain_before_end")
+        drain_before_end = (
+            None
+            if drain_setting in (None, "")
+            else _seconds("tracking_drain_before_end", drain_setting, 0.0)
+        )
         keep = setting("tracking_keep_messages")
         keep_messages = False if keep is None else _flag("tracking_keep_messages", keep)
         return cls(
@@ -116,6 +132,7 @@ class TrackingConfig:
             retention,
             keep_messages,
             timeout,
+            drain_before_end,
         )
 
 
@@ -136,8 +153,20 @@ def default_sqlite_url(environ: Mapping[str, str] | None = None) -> str:
     return "sqlite:///" + os.path.abspath(path)
 
 
-def _redis_backend(backend: Any) -> str | None:
-    return backend if is_redis_url(backend) else None
+def _redis_backend(backend: Any, conf: Mapping[str, Any]) -> str | None:
+    """The ledger URL of a Redis result backend: the backend's own URL, or for Celery's
+    Sentinel backend (``sentinel://host:port[/db];sentinel://...`` with the master's name in
+    ``result_backend_transport_options``) the same servers as ``redis+sentinel://``."""
+    if is_redis_url(backend):
+        return str(backend)
+    if not isinstance(backend, str) or scheme_of(backend) != "sentinel":
+        return None
+    options = conf.get("result_backend_transport_options") or {}
+    service = options.get("master_name") if isinstance(options, Mapping) else None
+    if not service:
+        return None  # Celery itself refuses this backend: it names no master
+    auth = options.get("sentinel_kwargs")
+    return celery_sentinel_url(backend, str(service), auth if isinstance(auth, Mapping) else None)
 
 
 def _flag(name: str, value: Any) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from merlin_tracking.errors import DuplicateEntityError, InvalidRecordError, choices
 from merlin_tracking.managers import (
@@ -18,6 +18,9 @@ from merlin_tracking.managers import (
 from merlin_tracking.records import LogicalWorker, PhysicalWorker, Record, Run, Study
 from merlin_tracking.stores import DEFAULT_PREFIX, TrackingStore, open_store
 from merlin_tracking.version import __version__
+
+if TYPE_CHECKING:
+    from merlin_tracking.stores.redis.acl import AclRecipe
 
 ENTITY_TYPES = ("study", "run", "logical_worker", "physical_worker")
 EXPORT_SCHEMA = "merlin_tracking.export/1"
@@ -75,6 +78,17 @@ class TrackingDatabase:
                 f"timeout: must be a positive number of seconds, got {timeout!r}"
             )
         return cls(open_store(url, prefix=prefix, timeout=timeout))
+
+    @staticmethod
+    def redis_acl(
+        prefix: str = DEFAULT_PREFIX, user: str | None = None, read_only: bool = False
+    ) -> AclRecipe:
+        """The ``ACL SETUSER`` commands of a Redis user that may run only the commands this
+        package sends, on the keys of ``prefix`` only (``read_only``: a viewer, whose writes
+        the server refuses); what ``merlin-tracking acl`` prints (docs/storage.md)."""
+        from merlin_tracking.stores.redis.acl import recipe  # loaded on use, as open_store does
+
+        return recipe(prefix, user, read_only)
 
     @property
     def url(self) -> str:

@@ -91,7 +91,7 @@ class StoreUnavailableError(StoreError, ConnectionError):
 class StoreRefusedError(StoreUnavailableError):
     """The server answered but will not do it now: out of memory, a read-only replica, an ACL
     user without the permission, a cluster node that does not own the ledger's slot, a data set
-    still loading. ``code`` is the server's error code; the message says what to do. A
+    still loading, a master without the replicas it needs to write (often: in a failover). ``code`` is the server's error code; the message says what to do. A
     worker buffers its updates through it, as through an outage."""
 
     summary = "refused the operation"
@@ -102,6 +102,18 @@ class StoreRefusedError(StoreUnavailableError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.url, self.reason, self.code)
+
+
+class BrokerUnavailableError(TrackingError, ConnectionError):
+    """The Celery broker could not carry a control command (a revoke); the URL is shown with
+    its password masked."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url, self.reason = url, reason
+        super().__init__(f"broker at {url} is unavailable: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.url, self.reason)
 
 
 def choices(values: Iterable[str]) -> str:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from collections.abc import Mapping
+from urllib.parse import urlencode, urlsplit
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+REDIS_SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES, *SENTINEL_SCHEMES)
 SQLITE_SCHEMES = ("sqlite",)
 STORE_SCHEMES = (*REDIS_SCHEMES, *SQLITE_SCHEMES)
 
@@ -24,7 +27,7 @@ def is_store_url(url: object) -> bool:
 
 
 def supported_schemes() -> str:
-    """``redis://, rediss://, unix://, sqlite://`` for error messages."""
+    """``redis://, rediss://, unix://, redis+cluster://, ..., sqlite://`` for error messages."""
     return ", ".join(f"{scheme}://" for scheme in STORE_SCHEMES)
 
 
@@ -50,15 +53,42 @@ def mask_secrets(text: str) -> str:
     return _SECRET_OPTION.sub(r"\g<head>***", text)
 
 
+def celery_sentinel_url(
+    backend: str, service: str, sentinel_auth: Mapping[str, object] | None = None
+) -> str:
+    """Celery's Sentinel result backend (``sentinel://[:pw@]host:port[/db]`` once per Sentinel,
+    joined by ``;``) as the ``redis+sentinel://`` URL of master ``service``: the credentials
+    and database of the first that has them, every Sentinel's address, and the Sentinels' own
+    ``username``/``password`` (Celery's ``sentinel_kwargs``) in the query."""
+    login, db, hosts = "", "0", []
+    for part in filter(None, (p.strip() for p in backend.split(";"))):
+        split = urlsplit(part)
+        credentials, _, address = split.netloc.rpartition("@")
+        login = login or (credentials + "@" if credentials else "")
+        hosts.append(address)
+        db = split.path.strip("/") or db
+    query = urlencode(
+        {f"sentinel_{k}": str(v) for k, v in (sentinel_auth or {}).items() if k in _AUTH and v}
+    )
+    url = f"redis+sentinel://{login}{','.join(hosts)}/{service}/{db}"
+    return f"{url}?{query}" if query else url
+
+
+_AUTH = ("username", "password")
+
+
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***`` (user names are kept)."""
     return mask_secrets(url)
 
 
 __all__ = [
+    "CLUSTER_SCHEMES",
     "REDIS_SCHEMES",
+    "SENTINEL_SCHEMES",
     "SQLITE_SCHEMES",
     "STORE_SCHEMES",
+    "celery_sentinel_url",
     "is_redis_url",
     "is_store_url",
     "mask_secrets",

@@ -10,15 +10,22 @@
 #   2. RabbitMQ is installed when missing and started unless it answers on 127.0.0.1:5672: the
 #      signal-hook tests also run Celery on an AMQP broker (skip with
 #      MERLIN_TRACKING_NEED_RABBITMQ=0; those tests are then skipped).
-#   3. The package is installed in editable mode with its test extras.
-#   4. pytest runs with the given arguments. "No tests collected" (exit 5) is a failure too.
+#   3. chromium (Debian's, driven by Playwright from PyPI for the web pages' tests) and openssl
+#      (throwaway CAs of the TLS tests) are installed when missing (skip the browser with
+#      MERLIN_TRACKING_NEED_BROWSER=0; its tests are then skipped). Nothing is downloaded at
+#      run time: `playwright install` is never run. Debian's slurm-wlm and munge are installed
+#      when missing, for the real single-node SLURM test, which starts its own daemons on
+#      loopback (skip with MERLIN_TRACKING_NEED_SLURM=0; that test is then skipped).
+#   4. The package is installed in editable mode with its test extras, into the project's
+#      virtualenv (.venv), once: reruns reuse it, offline, while pyproject.toml is unchanged.
+#   5. pytest runs with the given arguments. "No tests collected" (exit 5) is a failure too.
 #
 # Environment:
-#   PYTHON                         interpreter to use (default: python3)
+#   PYTHON                         interpreter the virtualenv is made from (default: python3)
 #   MERLIN_TRACKING_NEED_RABBITMQ  0: do not install or start RabbitMQ (default: 1)
-#   MERLIN_TRACKING_VENV           virtualenv used when PYTHON may not pip-install by itself
-#                                  (PEP 668 "externally managed" distribution Python, no pip);
-#                                  default: ~/.cache/merlin_tracking/venv
+#   MERLIN_TRACKING_NEED_BROWSER   0: do not install chromium (default: 1)
+#   MERLIN_TRACKING_NEED_SLURM     0: do not install slurm-wlm and munge (default: 1)
+#   MERLIN_TRACKING_VENV           the virtualenv to make and use (default: .venv here)
 #   MERLIN_TRACKING_TEST_REDIS_URL use this disposable Redis instead of a private server
 #                                  (read by tests/conftest.py)
 set -euo pipefail
@@ -26,6 +33,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 NEED_RABBITMQ="${MERLIN_TRACKING_NEED_RABBITMQ:-1}"
+NEED_BROWSER="${MERLIN_TRACKING_NEED_BROWSER:-1}"
+NEED_SLURM="${MERLIN_TRACKING_NEED_SLURM:-1}"
 
 # shellcheck source=scripts/common.sh
 source scripts/common.sh
@@ -67,6 +76,18 @@ if [ "$NEED_RABBITMQ" = 1 ]; then
         }
     fi
     log "RabbitMQ answers on 127.0.0.1:5672"
+fi
+
+# ------------------------------------------------------------------------------ browser, openssl
+if [ "$NEED_BROWSER" = 1 ] && [ ! -x /usr/bin/chromium ]; then
+    apt_install chromium
+fi
+if ! command -v openssl >/dev/null 2>&1; then
+    apt_install openssl
+fi
+if [ "$NEED_SLURM" = 1 ] && ! command -v slurmctld >/dev/null 2>&1; then
+    # Best effort: without it the SLURM test is skipped, saying why.
+    apt_install slurm-wlm munge || log "slurm-wlm could not be installed: its test will be skipped"
 fi
 
 # ------------------------------------------------------------------------------ Python

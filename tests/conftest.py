@@ -23,6 +23,7 @@ import redis
 
 from merlin_tracking import TrackingDatabase
 from tests.support.redis_server import RedisServer, RedisServerError
+from tests.support.redis_topologies import RedisClusterNodes, running
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +41,12 @@ def redis_url() -> Iterator[str]:
         yield server.url
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[RedisClusterNodes]:
+    """A 3-master Redis Cluster of the tests (each test uses prefixes of its own)."""
+    yield from running(RedisClusterNodes(), "a 3-master Redis Cluster")
 
 
 @pytest.fixture

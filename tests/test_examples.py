@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -25,11 +26,30 @@ def run_example(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
     )
 
 
+def next_commands(stdout: str) -> list[list[str]]:
+    """The commands the example prints last, to read its ledger."""
+    tail = stdout.split("read the ledger next with:\n", 1)[1]
+    return [shlex.split(line) for line in tail.splitlines() if line.startswith("  ")]
+
+
+def cli_env() -> dict[str, str]:
+    """The environment without the tracking settings: the printed command must name the store."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MERLIN_TRACKING")}
+
+
 @pytest.mark.slow
-def test_parameter_sweep_on_redis(redis_url: str, prefix: str) -> None:
-    result = run_example("--redis", redis_url, env={"MERLIN_TRACKING_PREFIX": prefix})
+def test_parameter_sweep_on_redis(redis_url: str, prefix: str, tmp_path: Path) -> None:
+    result = run_example(
+        "--redis", redis_url, env={"MERLIN_TRACKING_PREFIX": prefix, "TMPDIR": str(tmp_path)}
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "status COMPLETED" in result.stdout
+    assert list(tmp_path.iterdir()) == []  # its temporary folder is gone
+    show, listing = next_commands(result.stdout)
+    assert show[1:5] == ["--url", redis_url, "--prefix", prefix]
+    assert show[-3:-1] == ["runs", "show"] and listing[-2:] == ["runs", "list"]
+    shown = subprocess.run(show, capture_output=True, text=True, timeout=60, env=cli_env())
+    assert shown.returncode == 0 and "COMPLETED" in shown.stdout, shown.stderr
     assert "queued=9  started=9  succeeded=9  failed=0" in result.stdout
     assert "Traceback" not in result.stderr
     db = TrackingDatabase.from_url(redis_url, prefix=prefix)
@@ -48,10 +68,17 @@ def test_parameter_sweep_on_redis(redis_url: str, prefix: str) -> None:
 @pytest.mark.slow
 def test_parameter_sweep_needs_no_services(tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.db"
-    env = {"MERLIN_TRACKING_DB": str(ledger), "MERLIN_TRACKING_URL": ""}
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {"MERLIN_TRACKING_DB": str(ledger), "MERLIN_TRACKING_URL": "", "TMPDIR": str(scratch)}
     result = run_example(env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "status COMPLETED" in result.stdout
+    assert list(scratch.iterdir()) == []
+    show, _ = next_commands(result.stdout)
+    assert show[1:3] == ["--url", f"sqlite:///{ledger}"] and "--prefix" not in show
+    shown = subprocess.run(show, capture_output=True, text=True, timeout=60, env=cli_env())
+    assert shown.returncode == 0 and "COMPLETED" in shown.stdout, shown.stderr
     assert "Traceback" not in result.stderr
     db = TrackingDatabase.from_url(f"sqlite:///{ledger}")
     (run,) = db.runs.get_all()

@@ -19,7 +19,7 @@ ROOT = "merlin_tracking"
 
 # Bottom first. A module's layer is the longest entry that prefixes its name.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "ids", "urls", "version"),
+    ("errors", "ids", "urls", "version", "schedulers"),
     ("identity",),
     ("records",),
     ("stores.base",),
@@ -28,8 +28,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("database",),
     ("resolvers",),
     ("config",),
-    ("signals", "beacon", "requeue"),
-    ("cli",),
+    ("signals", "beacon", "requeue", "cancel", "drain"),
+    ("cli", "web"),  # web/ builds on the CLI's documents; cli/serve.py starts it
     ("celery_command",),
     ("",),  # the package root re-exports the public API (and imports the Celery glue lazily)
 )

@@ -6,7 +6,9 @@
 Without ``--redis`` the broker and result backend are files and the tracking ledger is the
 embedded SQLite store ($MERLIN_TRACKING_DB, else ~/.local/share/merlin_tracking/tracking.db),
 so ``merlin-tracking runs list`` shows the run afterwards; with ``--redis``, Redis is broker,
-result backend and tracking store.
+result backend and tracking store. It ends with the exact ``merlin-tracking`` command that
+reads this ledger, and removes its temporary folder (broker files, results, worker logs, the
+run's workspace) unless the run did not complete.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +27,8 @@ from datetime import datetime
 from pathlib import Path
 
 from merlin_tracking import LogicalWorker, PhysicalWorker, TrackingDatabase
+from merlin_tracking.stores import DEFAULT_PREFIX
+from merlin_tracking.urls import mask_url
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,6 +83,20 @@ def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
 def main() -> int:
     args = parse_args()
     state_dir = Path(tempfile.mkdtemp(prefix="merlin-sweep-"))
+    try:
+        status = sweep(args, state_dir)
+    except BaseException:
+        print(f"worker logs kept in {state_dir}", file=sys.stderr)
+        raise
+    if status == 0:
+        shutil.rmtree(state_dir, ignore_errors=True)  # broker files, results, logs, workspace
+    else:
+        print(f"worker logs kept in {state_dir}", file=sys.stderr)
+    return status
+
+
+def sweep(args: argparse.Namespace, state_dir: Path) -> int:
+    """Start the workers, launch the study, follow it, report; 0 if the run completed."""
     env = configure_environment(args, state_dir)
 
     from celery import chord
@@ -124,7 +144,25 @@ def main() -> int:
         stop_workers(workers)
 
     report(db, run.id)
+    print_next_step(tracker.config.url, tracker.config.prefix, run.id)
     return 0 if run.status.value == "COMPLETED" else 1
+
+
+def print_next_step(url: str, prefix: str, run_id: str) -> None:
+    """The exact command that reads this ledger next, by its full path: the example's Python
+    may be a virtualenv that is not on the caller's PATH (scripts/example.sh puts it on its
+    own), and the store is whatever this run was given."""
+    script = Path(sys.executable).parent / "merlin-tracking"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "merlin_tracking"]
+    shown = mask_url(url)
+    command += ["--url", shown]
+    if prefix != DEFAULT_PREFIX:
+        command += ["--prefix", prefix]
+    print("\nread the ledger next with:")
+    print("  " + shlex.join([*command, "runs", "show", run_id]))
+    print("  " + shlex.join([*command, "runs", "list"]))
+    if shown != url:
+        print("  (the password is shown as ***: put yours in its place)")
 
 
 def report(db: TrackingDatabase, run_id: str) -> None:

@@ -5,13 +5,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import click
 
 from merlin_tracking.cli.errors import ExitCode, cli_error
-from merlin_tracking.config import TrackingConfig
+from merlin_tracking.config import TrackingConfig, default_sqlite_url
 from merlin_tracking.database import TrackingDatabase
 from merlin_tracking.stores import DEFAULT_PREFIX
 from merlin_tracking.urls import mask_url
@@ -19,6 +20,7 @@ from merlin_tracking.urls import mask_url
 URL_ENV = "MERLIN_TRACKING_URL"
 PREFIX_ENV = "MERLIN_TRACKING_PREFIX"
 TIMEOUT_ENV = "MERLIN_TRACKING_TIMEOUT"
+DB_ENV = "MERLIN_TRACKING_DB"
 #: Seconds a command waits for a Redis answer unless told otherwise: a person at a terminal
 #: should hear of a frozen server in seconds, not minutes.
 DEFAULT_TIMEOUT = 3.0
@@ -56,15 +58,29 @@ class CliState:
             )
         return url, prefix or DEFAULT_PREFIX, timeout
 
+    def resolve_prefix(self) -> str:
+        """The prefix alone, for commands that need no store: ``--prefix`` (or
+        ``MERLIN_TRACKING_PREFIX``), else the Celery app's tracking_prefix, else the default."""
+        if self.prefix is None and self.app is not None:
+            return TrackingConfig.from_app_conf(self.app.conf).prefix
+        return self.prefix or DEFAULT_PREFIX
+
     @property
     def db(self) -> TrackingDatabase:
         if self._db is None:
             url, prefix, timeout = self.resolve()
+            if self.url is None and self._is_package_default(url):
+                click.echo(default_store_notice(url, prefix), err=True)
             try:
                 self._db = TrackingDatabase.from_url(url, prefix=prefix, timeout=timeout)
             except ValueError as exc:  # malformed URL or prefix (InvalidRecordError included)
                 raise cli_error(f"{mask_url(url)}: {exc}", ExitCode.USAGE) from None
         return self._db
+
+    def _is_package_default(self, url: str) -> bool:
+        """Whether nobody named the store: no --url or environment, no tracking_url or Redis
+        backend of the app, no MERLIN_TRACKING_DB; the SQLite file under the data home."""
+        return not os.environ.get(DB_ENV) and url == default_sqlite_url(os.environ)
 
     def settled_db(self) -> TrackingDatabase:
         """The database, after completing runs whose settle delay has passed, so that a reader
@@ -74,6 +90,18 @@ class CliState:
         with contextlib.suppress(Exception):
             db.runs.settle()
         return db
+
+
+def default_store_notice(url: str, prefix: str) -> str:
+    """What stderr says when the store was not named: workers tracking to Redis (the common
+    case) write elsewhere, and an empty answer from this file would look like no work."""
+    path = url.removeprefix("sqlite:///")
+    missing = "" if os.path.exists(path) else ", a file nothing has written yet"
+    return (
+        f"merlin-tracking: no store named, reading the default ledger {mask_url(url)} "
+        f"(prefix {prefix}{missing}); for the ledger your workers write to, give --url URL, "
+        f"or set {URL_ENV} or the app's tracking_url (celery -A APP tracking ...)"
+    )
 
 
 pass_state = click.make_pass_decorator(CliState)

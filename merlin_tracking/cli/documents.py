@@ -82,6 +82,28 @@ def physical_document(worker: PhysicalWorker) -> dict[str, Any]:
     return {**worker.to_dict(), "alive": is_alive(worker)}
 
 
+def allocation_documents(workers: Iterable[PhysicalWorker]) -> list[dict[str, Any]]:
+    """The batch allocations live workers run in: ``{scheduler, job_id, job_name, job_ends_at,
+    live_workers}``, soonest end first (unknown ends last)."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for worker in workers:
+        if worker.job_id is None or not is_alive(worker):
+            continue
+        key = (worker.scheduler or "", worker.job_id)
+        entry = found.setdefault(
+            key,
+            {
+                "scheduler": worker.scheduler,
+                "job_id": worker.job_id,
+                "job_name": worker.job_name,
+                "job_ends_at": worker.job_ends_at.isoformat() if worker.job_ends_at else None,
+                "live_workers": 0,
+            },
+        )
+        entry["live_workers"] += 1
+    return sorted(found.values(), key=lambda a: (a["job_ends_at"] is None, a["job_ends_at"] or ""))
+
+
 def logical_document(worker: LogicalWorker, physical: Sequence[PhysicalWorker]) -> dict[str, Any]:
     """``physical``: the physical workers of this logical worker, to count the live ones."""
     live = sum(1 for pw in physical if pw.logical_worker_id == worker.id and is_alive(pw))

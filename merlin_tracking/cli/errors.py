@@ -7,6 +7,7 @@ from enum import IntEnum
 import click
 
 from merlin_tracking.errors import (
+    BrokerUnavailableError,
     ConfigurationError,
     InvalidFilterError,
     InvalidRecordError,
@@ -19,7 +20,7 @@ class ExitCode(IntEnum):
     OK = 0
     FAILED = 1  # not found, nothing matched, or refused by the ledger (duplicate, transition)
     USAGE = 2  # bad command line, invalid filter, value or input document
-    UNAVAILABLE = 3  # the store cannot be reached or refused the operation
+    UNAVAILABLE = 3  # the store (or the broker) cannot be reached or refused the operation
 
 
 class CliError(click.ClickException):
@@ -54,7 +55,7 @@ def cli_error(message: str, code: ExitCode = ExitCode.FAILED) -> CliError:
 
 def translate(exc: TrackingError) -> CliError:
     """The ``CliError`` (message and exit code) for an error raised by the package."""
-    if isinstance(exc, StoreError):
+    if isinstance(exc, (StoreError, BrokerUnavailableError)):
         return cli_error(str(exc), ExitCode.UNAVAILABLE)
     if isinstance(exc, (InvalidFilterError, InvalidRecordError, ConfigurationError)):
         return cli_error(str(exc), ExitCode.USAGE)

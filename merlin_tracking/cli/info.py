@@ -7,10 +7,18 @@ from typing import Any
 import click
 
 from merlin_tracking.cli.context import CliState, pass_state
-from merlin_tracking.cli.documents import run_documents
+from merlin_tracking.cli.documents import allocation_documents, run_documents
 from merlin_tracking.cli.options import examples, json_option
-from merlin_tracking.cli.output import echo_json, echo_lines, plural, render_fields
+from merlin_tracking.cli.output import (
+    Wrap,
+    echo_json,
+    echo_lines,
+    format_bytes,
+    plural,
+    render_fields,
+)
 from merlin_tracking.cli.runs import runs_table
+from merlin_tracking.cli.workers import allocation_text
 from merlin_tracking.records import WorkerStatus
 from merlin_tracking.records.run import ACTIVE_STATUSES
 
@@ -20,7 +28,8 @@ def info_document(state: CliState, recent: int) -> dict[str, Any]:
     facts = db.info(recent=recent)
     runs_by_status = db.runs.count_by_status()
     workers_by_status = {status.value: 0 for status in WorkerStatus}
-    for worker in db.physical_workers.get_all():
+    physical = db.physical_workers.get_all()
+    for worker in physical:
         workers_by_status[worker.status.value] += 1
     recent_runs = db.runs.get_many(run["id"] for run in facts["recent_runs"])
     active = db.runs.get_all({"status": [status.value for status in ACTIVE_STATUSES]})
@@ -35,8 +44,27 @@ def info_document(state: CliState, recent: int) -> dict[str, Any]:
         "runs_by_status": runs_by_status,
         "workers_by_status": workers_by_status,
         "lost_tasks": {"tasks": sum(lost), "runs": len(lost)},
+        "allocations": allocation_documents(physical),
         "recent_runs": run_documents(db, recent_runs),
     }
+
+
+def store_text(backend: str, url: str) -> Wrap:
+    """The store's URL whole, broken after a ``/`` where it is wider than the line: a cut
+    path names no file."""
+    first, *rest = url.split("/")
+    return Wrap([f"{backend} {first}", *rest], sep="/")
+
+
+def server_text(backend: str, server: dict[str, Any]) -> str:
+    """Server and version, and the memory the data takes: Redis's ``used_memory_human``, an
+    SQLite file's size on disk."""
+    text = f"{server.get('server', backend)} {server.get('server_version') or '?'}"
+    if server.get("used_memory_human"):
+        return f"{text}, {server['used_memory_human']} used"
+    if isinstance(server.get("file_size_bytes"), int):
+        return f"{text}, {format_bytes(server['file_size_bytes'])} on disk"
+    return text
 
 
 @click.command(
@@ -69,13 +97,9 @@ def info(state: CliState, recent: int, as_json: bool) -> None:
     lost = document["lost_tasks"]
     pairs: list[tuple[str, object]] = [
         ("Version", f"merlin_tracking {document['version']}"),
-        ("Store", f"{document['backend']} {document['url']}"),
+        ("Store", store_text(document["backend"], document["url"])),
         ("Prefix", document["prefix"]),
-        (
-            "Server",
-            f"{server.get('server', document['backend'])} {server.get('server_version', '?')}"
-            f", {server.get('used_memory_human', '?')} used",
-        ),
+        ("Server", server_text(document["backend"], server)),
         (
             "Records",
             ", ".join(
@@ -97,6 +121,8 @@ def info(state: CliState, recent: int, as_json: bool) -> None:
     if lost["tasks"]:  # below the runs line
         tasks, runs = plural(lost["tasks"], "task"), plural(lost["runs"], "active run")
         pairs.insert(len(pairs) - 1, ("Lost", f"{tasks} with dead workers, in {runs}"))
+    if document["allocations"]:
+        pairs.append(("Allocations", "; ".join(map(allocation_text, document["allocations"]))))
     echo_lines(render_fields(pairs))
     if document["recent_runs"]:
         click.echo()

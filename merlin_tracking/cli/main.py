@@ -11,10 +11,12 @@ from typing import Any
 import click
 
 from merlin_tracking.cli import maintenance, runs, studies, watch, workers
+from merlin_tracking.cli.acl import acl
 from merlin_tracking.cli.context import DEFAULT_TIMEOUT, PREFIX_ENV, TIMEOUT_ENV, URL_ENV, CliState
 from merlin_tracking.cli.errors import translate
 from merlin_tracking.cli.info import info
 from merlin_tracking.cli.options import examples
+from merlin_tracking.cli.serve import report, serve
 from merlin_tracking.errors import TrackingError
 from merlin_tracking.version import __version__
 
@@ -44,7 +46,8 @@ class TrackingGroup(click.Group):
     envvar=URL_ENV,
     show_envvar=True,
     metavar="URL",
-    help="Store URL (redis://, rediss://, unix://, sqlite:///path). Default: the tracking_url "
+    help="Store URL (redis://, rediss://, unix://, redis+cluster://, redis+sentinel://, "
+    "sqlite:///path). Default: the tracking_url "
     "of the app given to `celery -A APP tracking`, else its Redis result_backend, else the "
     "SQLite file $MERLIN_TRACKING_DB or ~/.local/share/merlin_tracking/tracking.db.",
 )
@@ -85,3 +88,6 @@ cli.add_command(maintenance.gc)
 cli.add_command(maintenance.export)
 cli.add_command(maintenance.import_)
 cli.add_command(watch.watch)
+cli.add_command(acl)
+cli.add_command(serve)
+cli.add_command(report)

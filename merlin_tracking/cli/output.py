@@ -225,6 +225,18 @@ def format_time(moment: datetime | None, seconds: bool = False) -> str:
     )
 
 
+def format_bytes(size: int) -> str:
+    """``512B``, ``1.5K``, ``20.3M``, ``1.2G``: Redis's own style (``used_memory_human``)."""
+    if size < 1024:
+        return f"{size}B"
+    value = size / 1024
+    for unit in ("K", "M"):
+        if value < 1024:
+            return f"{value:.2f}{unit}"
+        value /= 1024
+    return f"{value:.2f}G"
+
+
 def format_duration(seconds: float) -> str:
     """``45s``, ``3m 05s``, ``2h 04m``, ``3d 02h``."""
     total = max(0, int(seconds))

@@ -7,13 +7,11 @@ kept (``tracking_keep_messages = True``) can be requeued; the others are listed.
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 import click
 
+from merlin_tracking.cli.broker import broker_of, broker_option, no_broker
 from merlin_tracking.cli.context import CliState, pass_state
-from merlin_tracking.cli.errors import ExitCode, cli_error
+from merlin_tracking.cli.errors import ExitCode
 from merlin_tracking.cli.options import (
     confirm_or_refuse,
     dry_run_option,
@@ -24,17 +22,6 @@ from merlin_tracking.cli.options import (
 from merlin_tracking.cli.output import echo_fit, echo_json, plural
 from merlin_tracking.requeue import RequeueReport, requeue_lost
 from merlin_tracking.urls import mask_url
-
-
-def _broker(state: CliState, given: str | None) -> tuple[str | None, dict[str, Any]]:
-    app = state.app
-    options: dict[str, Any] = dict(
-        getattr(getattr(app, "conf", None), "broker_transport_options", None) or {}
-    )
-    url = given or os.environ.get("CELERY_BROKER_URL")
-    if url is None and app is not None:
-        url = app.conf.broker_url
-    return url, options
 
 
 def _report_lines(report: RequeueReport) -> list[str]:
@@ -63,12 +50,7 @@ def _report_lines(report: RequeueReport) -> list[str]:
 )
 @click.argument("run", metavar="RUN_ID|WORKSPACE")
 @click.option("--lost", is_flag=True, required=True, help="Publish the run's LOST tasks again.")
-@click.option(
-    "--broker",
-    metavar="URL",
-    help="The broker to publish to. Default: $CELERY_BROKER_URL, else the broker of the app "
-    "given to `celery -A APP tracking`.",
-)
+@broker_option("publish to")
 @dry_run_option
 @yes_option
 @json_option
@@ -87,14 +69,10 @@ def requeue_run(
     task twice."""
     db = state.db
     preview = requeue_lost(db, run, None, dry_run=True)
-    url, options = _broker(state, broker)
+    url, options = broker_of(state, broker)
     if not dry_run and preview.requeued:
         if url is None:
-            raise cli_error(
-                "no broker to publish to: give --broker URL, set CELERY_BROKER_URL, or run "
-                "`celery -A APP tracking runs requeue`",
-                ExitCode.USAGE,
-            )
+            raise no_broker("runs requeue", "publish to")
         confirm_or_refuse(
             f"publish {plural(len(preview.requeued), 'lost task')} of run {preview.run_id} "
             f"again through {mask_url(url)}",

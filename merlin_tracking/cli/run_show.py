@@ -36,7 +36,7 @@ from merlin_tracking.cli.output import (
     render_table,
 )
 from merlin_tracking.cli.run_tasks import brief_tasks_table
-from merlin_tracking.database import TrackingDatabase
+from merlin_tracking.database import RunDetails, TrackingDatabase
 from merlin_tracking.records import LogicalWorker, PhysicalWorker, Run, RunStatus, Task, TaskState
 
 #: Failed and lost tasks listed: by the text output (each kind), and by the JSON document.
@@ -159,6 +159,20 @@ def _task_section(state: TaskState, tasks: Sequence[Task], counted: int, run: Ru
     return [*lines, ""]
 
 
+def show_document(details: RunDetails, trouble: TaskTrouble) -> dict[str, Any]:
+    """The ``runs show --json`` document; the web API serves the same one."""
+    study, physical = details.study, details.physical_workers
+    return {
+        "run": run_document(details.run, study.name if study else None),
+        "study": study_document(study) if study else None,
+        "logical_workers": [logical_document(lw, physical) for lw in details.logical_workers],
+        "physical_workers": [physical_document(pw) for pw in physical],
+        "failed_tasks": [task_document(t) for t in trouble.failed[:JSON_TASKS]],
+        "lost_tasks": [task_document(t) for t in trouble.lost[:JSON_TASKS]],
+        "stalled_reason": "; ".join(trouble.stalled) or None,
+    }
+
+
 @click.command(
     "show",
     epilog=examples(
@@ -179,17 +193,7 @@ def show_run(state: CliState, run: str, as_json: bool) -> None:
     trouble = task_trouble(db, record)
     document = run_document(record, study.name if study else None)
     if as_json:
-        echo_json(
-            {
-                "run": document,
-                "study": study_document(study) if study else None,
-                "logical_workers": [logical_document(lw, physical) for lw in logical],
-                "physical_workers": [physical_document(pw) for pw in physical],
-                "failed_tasks": [task_document(t) for t in trouble.failed[:JSON_TASKS]],
-                "lost_tasks": [task_document(t) for t in trouble.lost[:JSON_TASKS]],
-                "stalled_reason": "; ".join(trouble.stalled) or None,
-            }
-        )
+        echo_json(show_document(details, trouble))
         return
     counters = record.counters
     share = document["progress"]
@@ -223,6 +227,16 @@ def show_run(state: CliState, run: str, as_json: bool) -> None:
     if document["settling"] and record.settle_until is not None:
         pairs.append(
             ("Settling", f"more tasks may still arrive until {_moment(record.settle_until)}")
+        )
+    if record.recovered_at is not None:
+        since = f"at {_moment(record.recovered_at)}:"
+        pairs.append(
+            (
+                "Recovered",
+                Wrap(
+                    ["its record vanished and was created again", since, "counts from then on"], " "
+                ),
+            )
         )
     optional = {
         "Parent": record.parent,

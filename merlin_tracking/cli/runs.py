@@ -2,8 +2,8 @@
 show.
 
 The filters of ``list`` and ``delete --all`` are in ``run_selection.py``, ``show`` in
-``run_show.py``, ``tasks`` in ``run_tasks.py``, ``requeue`` in ``run_requeue.py`` (added to
-the group here).
+``run_show.py``, ``tasks`` in ``run_tasks.py``, ``requeue`` in ``run_requeue.py``, ``cancel`` in
+``run_cancel.py`` (added to the group here).
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ from merlin_tracking.cli.output import (
     plural,
     render_table,
 )
+from merlin_tracking.cli.run_cancel import cancel_runs
 from merlin_tracking.cli.run_requeue import requeue_run
 from merlin_tracking.cli.run_selection import run_filter_options, selection
 from merlin_tracking.cli.run_show import show_run
 from merlin_tracking.cli.run_tasks import run_tasks
 from merlin_tracking.records import RunStatus
-from merlin_tracking.records.status import TERMINAL_RUN_STATUSES
+from merlin_tracking.resolvers import PLAIN_WORK_UNTRACKED
 
 RUN_COLUMNS = (
     Column("ID"),
@@ -49,6 +50,9 @@ RUN_COLUMNS = (
     Column("WORKSPACE", min_width=10, elide="start"),
 )
 
+
+#: Below ``runs list`` on a ledger without runs: where runs come from.
+NO_RUNS_HINT = f"Runs come from launch_study and Merlin's tasks; {PLAIN_WORK_UNTRACKED}."
 
 #: Marks the status of a settling run in tables; ``SETTLING_NOTE`` explains it below them.
 SETTLING_MARK = "*"
@@ -119,11 +123,15 @@ def list_runs(state: CliState, /, as_json: bool, **options: Any) -> None:
     arrive before it completes); the last line counts the runs and the STALLED ones.
     """
     db = state.settled_db()
-    documents = run_documents(db, selection(**options).select(db))
+    chosen = selection(**options)
+    documents = run_documents(db, chosen.select(db))
     if as_json:
         echo_json({"count": len(documents), "runs": documents})
-    elif not documents:
+    elif not documents and chosen.given:
         click.echo("No runs match.")
+    elif not documents:
+        click.echo(f"No runs in {db.url} (prefix {state.resolve()[1]}).")
+        click.echo(NO_RUNS_HINT)
     else:
         echo_lines(runs_table(documents))
         stalled = stalled_count(documents)
@@ -133,53 +141,7 @@ def list_runs(state: CliState, /, as_json: bool, **options: Any) -> None:
 runs.add_command(show_run)
 runs.add_command(run_tasks)
 runs.add_command(requeue_run)
-
-
-@runs.command(
-    "cancel",
-    epilog=examples(
-        "merlin-tracking runs cancel r12",
-        "merlin-tracking runs cancel /scratch/studies/sweep_20240501 --yes",
-    ),
-)
-@click.argument("run_ids", nargs=-1, required=True, metavar="RUN_ID|WORKSPACE...")
-@dry_run_option
-@yes_option
-@json_option
-@pass_state
-def cancel_runs(
-    state: CliState, run_ids: tuple[str, ...], dry_run: bool, yes: bool, as_json: bool
-) -> None:
-    """Mark runs CANCELLED; they stay so whatever their tasks report afterwards.
-
-    Every run must exist and be active (or already cancelled), else nothing is changed.
-    """
-    db = state.db
-    records = list({run.id: run for run in (db.runs.get(r) for r in run_ids)}.values())
-    finished = [r for r in records if r.status in TERMINAL_RUN_STATUSES - {RunStatus.CANCELLED}]
-    if finished:
-        listing = ", ".join(f"{r.id} ({r.status.value})" for r in finished)
-        raise cli_error(f"cannot cancel finished runs: {listing}", ExitCode.FAILED)
-    targets = [r for r in records if r.status is not RunStatus.CANCELLED]
-    already = [r.id for r in records if r.status is RunStatus.CANCELLED]
-    if targets and not dry_run:
-        confirm_or_refuse(
-            f"cancel {plural(len(targets), 'run')}",
-            yes,
-            [f"{r.id}  {r.status.value}  {r.workspace}" for r in targets],
-        )
-        for record in targets:
-            db.runs.cancel(record.id)
-    if as_json:
-        echo_json(
-            {"dry_run": dry_run, "cancelled": [r.id for r in targets], "already_cancelled": already}
-        )
-        return
-    verb = "Would cancel" if dry_run else "Cancelled"
-    for record in targets:
-        echo_fit(f"{verb} {record.id}  {record.workspace}")
-    for run_id in already:
-        click.echo(f"Already cancelled {run_id}")
+runs.add_command(cancel_runs)
 
 
 @runs.command(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import click
@@ -28,6 +29,7 @@ from merlin_tracking.cli.output import (
     render_table,
 )
 from merlin_tracking.cli.runs import runs_table
+from merlin_tracking.cli.workers_drain import drain_workers
 from merlin_tracking.database import TrackingDatabase
 from merlin_tracking.errors import WorkerNotFoundError
 from merlin_tracking.records import LogicalWorker, PhysicalWorker
@@ -60,12 +62,41 @@ def logical_table(
     return render_table(columns, rows)
 
 
+def allocation_text(allocation: dict[str, Any]) -> str:
+    """``slurm 1234 (sim), 2 live, ends 2026-05-01 12:00 UTC`` of an ``allocation_documents``
+    entry."""
+    name = f" ({allocation['job_name']})" if allocation["job_name"] else ""
+    ends = allocation["job_ends_at"]
+    when = f", ends {format_time(datetime.fromisoformat(ends))} UTC" if ends else ""
+    return (
+        f"{allocation['scheduler']} {allocation['job_id']}{name}, "
+        f"{allocation['live_workers']} live{when}"
+    )
+
+
+def job_text(pw: PhysicalWorker) -> str:
+    """``1234 (slurm) sim on node[1-4], ends 2026-05-01 12:00:00 UTC (in 2h)``, or ``-``."""
+    if pw.job_id is None:
+        return "-"
+    parts = [f"{pw.job_id} ({pw.scheduler})"]
+    if pw.job_name:
+        parts.append(pw.job_name)
+    if pw.job_nodes:
+        parts.append(f"on {pw.job_nodes}")
+    text = " ".join(parts)
+    if pw.job_ends_at is not None:
+        text += f", ends {format_time(pw.job_ends_at, seconds=True)} UTC"
+    return text
+
+
 def physical_table(physical: Sequence[PhysicalWorker]) -> list[str]:
+    with_jobs = any(pw.job_id for pw in physical)  # the column only where it says something
     columns = (
         Column("ID"),
         Column("NAME", min_width=10),
         Column("STATUS"),
         Column("HOST", min_width=6),
+        *((Column("JOB", min_width=6),) if with_jobs else ()),
         Column("PID", align="right"),
         Column("HEARTBEAT"),
     )
@@ -75,6 +106,7 @@ def physical_table(physical: Sequence[PhysicalWorker]) -> list[str]:
             pw.name,
             pw.status.value,
             pw.host or "-",
+            *((pw.job_id or "-",) if with_jobs else ()),
             "-" if pw.pid is None else str(pw.pid),
             format_age(pw.heartbeat_timestamp),
         )
@@ -90,7 +122,10 @@ def physical_table(physical: Sequence[PhysicalWorker]) -> list[str]:
     )
 )
 def workers() -> None:
-    """List and show logical and physical workers."""
+    """List and show logical and physical workers; drain the workers of an allocation."""
+
+
+workers.add_command(drain_workers)
 
 
 @workers.command(
@@ -99,6 +134,7 @@ def workers() -> None:
         "merlin-tracking workers list",
         "merlin-tracking workers list --logical --queue sim",
         "merlin-tracking workers list --status stalled --host node12 --json",
+        "merlin-tracking workers list --job 123456",
     ),
 )
 @click.option("--logical", "kind", flag_value="logical", help="Only logical workers.")
@@ -119,6 +155,14 @@ def workers() -> None:
     help="Physical workers on this host (repeatable). Implies --physical.",
 )
 @click.option(
+    "--job",
+    "jobs",
+    multiple=True,
+    metavar="JOB_ID",
+    help="Physical workers of this batch job (repeatable; its id as the scheduler gives it). "
+    "Implies --physical.",
+)
+@click.option(
     "--queue",
     "queues",
     multiple=True,
@@ -132,13 +176,14 @@ def list_workers(
     kind: str | None,
     statuses: tuple[str, ...],
     hosts: tuple[str, ...],
+    jobs: tuple[str, ...],
     queues: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Logical and physical workers (both by default), oldest first."""
-    if kind == "logical" and (statuses or hosts):
-        raise click.UsageError("--status and --host filter physical workers; drop --logical")
-    if statuses or hosts:
+    if kind == "logical" and (statuses or hosts or jobs):
+        raise click.UsageError("--status, --host and --job filter physical workers; drop --logical")
+    if statuses or hosts or jobs:
         kind = "physical"
     db = state.db
     logical_filters: dict[str, Any] = {"queues": list(queues)} if queues else {}
@@ -148,6 +193,8 @@ def list_workers(
         physical_filters["status"] = list(statuses)
     if hosts:
         physical_filters["host"] = list(hosts)
+    if jobs:
+        physical_filters["job_id"] = list(jobs)
     if queues:
         physical_filters["logical_worker_id"] = [lw.id for lw in logical]
     physical = db.physical_workers.get_all(physical_filters)
@@ -210,6 +257,7 @@ def _show_physical(db: TrackingDatabase, pw: PhysicalWorker, as_json: bool) -> N
         ("ID", pw.id),
         ("Status", f"{pw.status.value} ({'alive' if is_alive(pw) else 'not alive'})"),
         ("Host", pw.host or "-"),
+        ("Job", job_text(pw)),
         ("PID", "-" if pw.pid is None else pw.pid),
         (
             "Logical worker",

@@ -56,6 +56,7 @@ FILTER_KEYS: dict[str, dict[str, Normaliser]] = {
         "name": _keep,
         "status": _status(WorkerStatus.parse),
         "host": _keep,
+        "job_id": _keep,
     },
     "task": {
         "run_id": _keep,

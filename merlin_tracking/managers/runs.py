@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from merlin_tracking.errors import (
+    DuplicateEntityError,
     InvalidRecordError,
     InvalidTransitionError,
     RunNotFoundError,
@@ -50,6 +51,7 @@ MANAGED = (
     "settle_until",
     "started_at",
     "finished_at",
+    "recovered_at",
     *(f"tasks_{name}" for name in COUNTERS),
 )
 
@@ -70,6 +72,38 @@ class RunManager(Manager[Run]):
         Logical workers already consuming one of ``queues`` are attached. Raises
         ``DuplicateEntityError`` if the workspace already has a run.
         """
+        return self._store_new(study_name, self._new_run(workspace, queues, kwargs))
+
+    def recover(
+        self, run_id: str, study_name: str, workspace: str, queues: Iterable[str], **kwargs: Any
+    ) -> Run:
+        """Create again a run whose record vanished while its tasks still report (the store
+        lost its data, or the run was deleted in use), under its old id when that is free,
+        marked with ``recovered_at``: it counts from now on. Its study is created again if it
+        is gone too. Raises ``DuplicateEntityError`` (naming it) if the workspace has a run.
+        ``kwargs`` as for ``create``."""
+        run = self._new_run(workspace, queues, kwargs)
+        run = run.replace(id=run_id, recovered_at=run.created_at)
+        try:
+            return self._store_new(study_name, run, keep_id=True)
+        except DuplicateEntityError as exc:
+            if exc.field != "id":
+                raise
+        # The old id went to another run (a store that lost its run sequence numbers runs
+        # from 1 again): a fresh id, then.
+        return self._store_new(study_name, run)
+
+    def mark_recovered(self, run_id: str) -> None:
+        """Mark a run as a recovered one (``recover``) if it is not already: another process
+        created it again first, without knowing that the workspace had a run before."""
+        run = self.store.fetch(Run, run_id)
+        if run is None:
+            raise RunNotFoundError(run_id)
+        if run.recovered_at is None:
+            self.store.update_fields(Run, run_id, {"recovered_at": datetime.now(timezone.utc)})
+
+    def _new_run(self, workspace: str, queues: Iterable[str], kwargs: dict[str, Any]) -> Run:
+        """The run to store (id and study to come), its fields checked as ``create`` says."""
         require_text("workspace", workspace)
         queue_list = str_tuple(queues)
         for name in MANAGED:
@@ -81,7 +115,7 @@ class RunManager(Manager[Run]):
         extra = {k: v for k, v in kwargs.items() if k not in SETTABLE}
         additional = {**known.pop("additional_data", {}), **extra}
         _, created_at = new_id()
-        run = Run(
+        return Run(
             id=PENDING_RUN_ID,  # the store assigns the id
             study_id="",
             workspace=workspace,
@@ -91,10 +125,13 @@ class RunManager(Manager[Run]):
             additional_data=additional,
             **known,
         )
+
+    def _store_new(self, study_name: str, run: Run, keep_id: bool = False) -> Run:
+        """Store a new run in the study called ``study_name``, created if it is missing."""
         for _ in range(3):
             study_id = self.studies.ensure_id(study_name)
             try:
-                return self.store.create_run(run.replace(study_id=study_id))
+                return self.store.create_run(run.replace(study_id=study_id), keep_id=keep_id)
             except StudyNotFoundError:
                 continue  # the study was deleted concurrently: create it again
         raise StudyNotFoundError(study_name, "it keeps being deleted while runs are created")
@@ -141,14 +178,20 @@ class RunManager(Manager[Run]):
                 f"it may go to: {choices(s.value for s in RUN_TRANSITIONS[old]) or 'nothing'}"
             )
 
-    def record_events(self, events: Sequence[TaskEvent], settle: float = 0.0) -> list[str]:
+    def record_events(
+        self,
+        events: Sequence[TaskEvent],
+        settle: float = 0.0,
+        workspaces: Mapping[str, str] | None = None,
+    ) -> list[str]:
         """Apply task events (see ``TrackingStore.apply_task_events``); return missing run ids.
 
         ``settle``: seconds a run with RECEIVED events (tasks first counted at a worker) waits
-        after the last of them before it may complete."""
+        after the last of them before it may complete. ``workspaces``: run id -> the workspace
+        the caller knows it by; a run now holding another workspace counts as missing."""
         if not (settle >= 0 and math.isfinite(settle)):
             raise InvalidRecordError(f"settle: must be zero or a positive number, got {settle!r}")
-        return self.store.apply_task_events(events, settle)
+        return self.store.apply_task_events(events, settle, workspaces)
 
     def catch_up(self) -> CatchUp:
         """Apply what time alone made due (``TrackingStore.catch_up``): workers gone stale have

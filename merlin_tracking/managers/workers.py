@@ -82,6 +82,11 @@ class PhysicalWorkerManager(Manager[PhysicalWorker]):
         "latest_start_time",
         "restart_count",
         "stale_after",
+        "scheduler",
+        "job_id",
+        "job_name",
+        "job_nodes",
+        "job_ends_at",
     )
 
     def create(self, name: str, **fields: Any) -> PhysicalWorker:

@@ -20,6 +20,8 @@ ACTIVE_STATUSES = frozenset(
 class Run(Record):
     ENTITY: ClassVar[str] = "run"
     # 2: task counters gained ``tasks_lost``; ``started_at``, ``finished_at``, ``task_retention``.
+    # ``recovered_at`` came later without a new version: it is absent unless set, and a reader
+    # that does not know it ignores it, so older readers still read every run.
     SCHEMA_VERSION: ClassVar[int] = 2
     CODECS: ClassVar[dict[str, codec.Codec]] = {
         "study_id": codec.OPT_STR,
@@ -40,6 +42,7 @@ class Run(Record):
         "started_at": codec.OPT_DATETIME,
         "finished_at": codec.OPT_DATETIME,
         "task_retention": codec.OPT_NONNEGATIVE_SECONDS,
+        "recovered_at": codec.OPT_DATETIME,
     }
 
     study_id: str | None
@@ -75,6 +78,10 @@ class Run(Record):
     # Seconds the task records of this run are kept once it is finished (None: for good, 0:
     # dropped at completion, counters kept); set from ``tracking_task_retention``.
     task_retention: float | None = None
+    # Set when the run's record vanished while its tasks still reported (the store lost its
+    # data, or the run was deleted in use) and their next events recreated it: its counters
+    # and task records start at this time, what came before is gone.
+    recovered_at: datetime | None = None
 
     @property
     def counters(self) -> dict[str, int]:

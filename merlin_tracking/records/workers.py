@@ -58,6 +58,11 @@ class PhysicalWorker(Record):
         "latest_start_time": codec.OPT_DATETIME,
         "restart_count": codec.INT,
         "stale_after": codec.OPT_SECONDS,
+        "scheduler": codec.OPT_STR,
+        "job_id": codec.OPT_STR,
+        "job_name": codec.OPT_STR,
+        "job_nodes": codec.OPT_STR,
+        "job_ends_at": codec.OPT_DATETIME,
         "created_at": codec.DATETIME,
     }
 
@@ -73,6 +78,15 @@ class PhysicalWorker(Record):
     restart_count: int = 0
     # Seconds without a heartbeat after which a RUNNING worker reads as STALLED (None: never).
     stale_after: float | None = None
+    # The batch allocation it runs in (``merlin_tracking.schedulers``), None outside one: the
+    # scheduler (slurm, flux, lsf, pbs), its job id and name, its nodes as the scheduler writes
+    # them, and when it ends. Added without a new SCHEMA_VERSION: absent unless set, and a
+    # reader that does not know them ignores them.
+    scheduler: str | None = None
+    job_id: str | None = None
+    job_name: str | None = None
+    job_nodes: str | None = None
+    job_ends_at: datetime | None = None
 
     def get_name(self) -> str:
         return self.name

@@ -43,12 +43,22 @@ DEFAULT_RESOLVER = "auto"
 Resolver = Callable[[TaskMessage], RunIdentity | None]
 
 
+#: Said in the worker's start-up log by the resolvers that leave plain Celery work untracked,
+#: so that someone who sees no runs for ``.delay()`` or a canvas knows the setting.
+PLAIN_WORK_UNTRACKED = (
+    "plain .delay()/apply_async and canvases make no runs; "
+    'set tracking_run_resolver = "workflow" to give each workflow a run'
+)
+
+
 def headers_resolver(message: TaskMessage) -> RunIdentity | None:
     """``headers``: the run named by the message's run headers, if any."""
     return run_of_headers(message.headers)
 
 
-headers_resolver.description = "run headers only (launch_study and tasks they publish)"  # type: ignore[attr-defined]
+headers_resolver.description = (  # type: ignore[attr-defined]
+    f"run headers only (launch_study and tasks they publish); {PLAIN_WORK_UNTRACKED}"
+)
 
 
 def auto_resolver(message: TaskMessage) -> RunIdentity | None:
@@ -59,7 +69,8 @@ def auto_resolver(message: TaskMessage) -> RunIdentity | None:
 auto_resolver.wants = is_merlin_task  # type: ignore[attr-defined]
 auto_resolver.ends_run = frozenset({MARK_COMPLETE})  # type: ignore[attr-defined]
 auto_resolver.description = (  # type: ignore[attr-defined]
-    "run headers, then Merlin's tasks (merlin.common.tasks.*, merlin:*) by study workspace"
+    "run headers, then Merlin's tasks (merlin.common.tasks.*, merlin:*) by study workspace; "
+    + PLAIN_WORK_UNTRACKED
 )
 
 
@@ -134,6 +145,7 @@ __all__ = [
     "BUILTINS",
     "DEFAULT_RESOLVER",
     "ENTRY_POINT_GROUP",
+    "PLAIN_WORK_UNTRACKED",
     "Resolver",
     "RunIdentity",
     "TaskMessage",

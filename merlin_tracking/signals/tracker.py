@@ -10,6 +10,7 @@ and applies the events in one store call.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
@@ -20,8 +21,9 @@ from typing import Any
 
 from merlin_tracking.config import TrackingConfig
 from merlin_tracking.database import TrackingDatabase
-from merlin_tracking.errors import DuplicateEntityError, InvalidRecordError
+from merlin_tracking.errors import DuplicateEntityError, InvalidRecordError, StoreUnavailableError
 from merlin_tracking.identity import RUN_HEADERS, STUDY_HEADER, WORKSPACE_HEADER, RunIdentity
+from merlin_tracking.records import Run
 from merlin_tracking.records.events import TaskEvent, TaskEventKind, coalesce
 from merlin_tracking.resolvers import Resolver, TaskMessage, headers_resolver
 from merlin_tracking.signals.buffer import FlushingBuffer
@@ -192,52 +194,91 @@ class Tracker:
         the identity's fields), else the one another process created first."""
         run_id = self._run_ids.get(run.workspace)
         if run_id is None:
-            runs = self.db.runs
-            queues = [queue] if queue else []
+            create = functools.partial(
+                self.db.runs.create, run.study, run.workspace, [queue] if queue else []
+            )
             try:
-                retention = self.config.task_retention
-                try:
-                    run_id = runs.create(
-                        run.study,
-                        run.workspace,
-                        queues,
-                        task_retention=retention,
-                        **dict(run.fields),
-                    ).id
-                except InvalidRecordError as exc:
-                    if not run.fields:
-                        raise
-                    logger.warning("merlin_tracking: run fields of %s refused: %s", run, exc)
-                    run_id = runs.create(
-                        run.study, run.workspace, queues, task_retention=retention
-                    ).id
+                run_id = self._with_fields(run, create).id
             except DuplicateEntityError as exc:
                 run_id = exc.existing_id
             self._run_ids[run.workspace] = run_id
         return run_id
 
+    def _with_fields(self, run: RunIdentity, make: Callable[..., Run]) -> Run:
+        """``make(**fields)``: a new run with this process's ``task_retention`` and the
+        identity's fields, or without the latter (logged) when the store refuses them."""
+        retention = self.config.task_retention
+        try:
+            return make(task_retention=retention, **dict(run.fields))
+        except InvalidRecordError as exc:
+            if not run.fields:
+                raise
+            logger.warning("merlin_tracking: run fields of %s refused: %s", run, exc)
+            return make(task_retention=retention)
+
     def _send(self, pending: Sequence[PendingEvent]) -> None:
-        events = [
-            TaskEvent(
-                self.ensure_run(run, queue),
-                task_id,
-                kind,
-                queue,
-                name,
-                worker,
-                at,
-                err,
-                flags,
-                message=kept,
+        identities: dict[str, RunIdentity] = {}
+        events: list[TaskEvent] = []
+        for run, task_id, kind, queue, name, worker, at, err, flags, kept in pending:
+            run_id = self.ensure_run(run, queue)
+            identities.setdefault(run_id, run)
+            events.append(
+                TaskEvent(run_id, task_id, kind, queue, name, worker, at, err, flags, message=kept)
             )
-            for run, task_id, kind, queue, name, worker, at, err, flags, kept in pending
-        ]
-        missing = set(self.db.runs.record_events(coalesce(events), self.config.settle_seconds))
+        # The workspaces guard against ids given again after the store lost its data.
+        workspaces = {run_id: identity.workspace for run_id, identity in identities.items()}
+        missing = set(
+            self.db.runs.record_events(coalesce(events), self.config.settle_seconds, workspaces)
+        )
         if missing:
-            # Deleted while in use: forget them so the next event starts a fresh run record.
-            for workspace, run_id in list(self._run_ids.items()):
-                if run_id in missing:
+            try:
+                self._send_recovered(missing, identities, events)
+            except StoreUnavailableError as exc:
+                # The rest of the batch is applied, so only these go back to the buffer (not
+                # the batch, as raising would): sent, their runs created again, once it answers.
+                logger.warning("merlin_tracking: could not create vanished runs again: %s", exc)
+                for item, event in zip(pending, events, strict=True):
+                    if event.run_id in missing:
+                        self._buffer.add(item)
+
+    def _send_recovered(
+        self, missing: set[str], identities: dict[str, RunIdentity], events: list[TaskEvent]
+    ) -> None:
+        """The store dropped the events of ``missing`` runs: their records vanished while in
+        use (the store lost its data, or they were deleted). Create them again and apply their
+        events there, so they count from now on."""
+        again = {run_id: self._recover(run_id, identities[run_id], events) for run_id in missing}
+        retried = [e._replace(run_id=again[e.run_id]) for e in events if e.run_id in again]
+        workspaces = {again[r]: identities[r].workspace for r in missing}
+        settle = self.config.settle_seconds
+        for run_id in self.db.runs.record_events(coalesce(retried), settle, workspaces):
+            logger.warning(
+                "merlin_tracking: run %s vanished again; its events were dropped", run_id
+            )
+            for workspace, cached in list(self._run_ids.items()):
+                if cached == run_id:
                     del self._run_ids[workspace]
+
+    def _recover(self, run_id: str, run: RunIdentity, events: Sequence[TaskEvent]) -> str:
+        """Id of the run created again for ``run`` (``RunManager.recover``): ``run_id`` when
+        free, else the run another process created in its workspace first, marked recovered."""
+        runs = self.db.runs
+        queues = sorted({e.queue for e in events if e.run_id == run_id and e.queue})
+        recover = functools.partial(runs.recover, run_id, run.study, run.workspace, queues)
+        try:
+            new_id = self._with_fields(run, recover).id
+            logger.warning(
+                "merlin_tracking: run %s (%s) vanished from the store; created again as %s, "
+                "counting from now on",
+                run_id,
+                run.workspace,
+                new_id,
+            )
+        except DuplicateEntityError as exc:
+            new_id = exc.existing_id
+            runs.mark_recovered(new_id)
+        self._run_ids[run.workspace] = new_id
+        return new_id
 
 
 # Old import paths (``merlin_tracking.signals.tracker.RunIdentity`` and the header names).

@@ -24,11 +24,13 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 from celery import bootsteps
 
 from merlin_tracking.records import WorkerStatus
+from merlin_tracking.signals.allocation import AllocationWatch
 from merlin_tracking.signals.registry import tracker_for
 from merlin_tracking.signals.tracker import Tracker
 from merlin_tracking.urls import mask_url
@@ -135,9 +137,13 @@ class WorkerSession:
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._warned = False
+        self.allocation = AllocationWatch(
+            consumer, tracker.config.drain_before_end, self._record_end, consumed_queues
+        )
 
     def start(self) -> None:
         """Record the worker now (or on a later heartbeat if the store is unreachable)."""
+        self.allocation.start()
         self.beat()
         if self._thread is None:
             logger.info(describe(self.tracker))
@@ -168,6 +174,7 @@ class WorkerSession:
             },
             logical_worker_id=logical.id,
             stale_after=self.tracker.config.stale_after,
+            **self.allocation.fields(),
         )
         db.logical_workers.attach_to_active_runs(logical.id)
         dropped = sorted(set(self.queues) - set(queues))
@@ -221,16 +228,14 @@ class WorkerSession:
             logger.debug("merlin_tracking: catching up failed: %s", exc)
 
     def beat(self) -> None:
-        """One look at the worker: re-register when queues changed or the record vanished;
+        """One look at the worker: re-register when queues changed or its records vanished;
         heartbeat and catch up here when the beacon is not running."""
         try:
-            physical = self.tracker.db.physical_workers
             beacon_beats = self.beacon is not None and self.beacon.alive
             if (
                 self.physical_id is None
                 or consumed_queues(self.consumer) != self.queues
-                or (beacon_beats and physical.find(self.physical_id) is None)
-                or (not beacon_beats and not physical.heartbeat(self.physical_id))
+                or not self._recorded(self.physical_id, beacon_beats)
             ):
                 self._register()
             elif not beacon_beats:
@@ -243,12 +248,28 @@ class WorkerSession:
                 logger.warning("merlin_tracking: worker heartbeat failed: %s", exc)
                 self._warned = True
 
+    def _recorded(self, physical_id: str, beacon_beats: bool) -> bool:
+        """Whether both worker records are still stored (a store restarted empty, or a
+        deletion, loses them): the physical one and the logical one it belongs to. Without
+        the beacon this is the heartbeat too."""
+        physical = self.tracker.db.physical_workers
+        if not beacon_beats and not physical.heartbeat(physical_id):
+            return False
+        record = physical.find(physical_id)
+        return record is not None and record.logical_worker_id is not None
+
+    def _record_end(self, ends_at: datetime) -> None:
+        """The scheduler moved the allocation's end (it ends the job early)."""
+        if self.physical_id is not None:
+            self.tracker.db.physical_workers.update(self.physical_id, job_ends_at=ends_at)
+
     def stop(self) -> None:
         """The worker has shut down: flush task events, end the beats, then STOPPED with the
         pid cleared (tasks it still held become LOST). Runs once."""
         if self._stopped:
             return
         self._stopped = True
+        self.allocation.stop()
         self._stop.set()
         self.tracker.wakeup.set()
         self.tracker.flush(5.0)

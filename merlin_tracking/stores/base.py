@@ -141,7 +141,12 @@ class TrackingStore(ABC):
         """Attach (or detach) a logical worker and a run, both sides; return whether it changed."""
 
     @abstractmethod
-    def apply_task_events(self, events: Sequence[TaskEvent], settle: float = 0.0) -> list[str]:
+    def apply_task_events(
+        self,
+        events: Sequence[TaskEvent],
+        settle: float = 0.0,
+        workspaces: Mapping[str, str] | None = None,
+    ) -> list[str]:
         """Apply task events in order, atomically: the task ledger, run counters and status.
 
         The rules are ``stores/rules.py`` (each task id counts once per counter whatever the
@@ -150,7 +155,10 @@ class TrackingStore(ABC):
         flagged COUNTED_AT_WORKER (a task no tracked publisher counted) pushes the run's
         ``settle_until`` to now + ``settle`` seconds; the success of a task flagged ENDS_RUN
         clears it. A published or received queue joins the run's queues and attaches its
-        logical workers. Returns ids of runs that do not exist (their events are dropped).
+        logical workers. Returns ids of runs that do not exist (their events are dropped);
+        ``workspaces`` (run id -> the workspace the sender knows it by) counts a run whose
+        stored workspace differs as missing too: after a store lost its data, a new run may
+        have been given an id that a sender still remembers for another workspace.
         """
 
     @abstractmethod

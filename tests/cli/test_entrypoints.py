@@ -65,12 +65,13 @@ def test_console_script(db: TrackingDatabase, redis_url: str, prefix: str) -> No
     assert "pw123" not in down.stderr and "Traceback" not in down.stderr
 
 
-def test_python_module(redis_url: str, prefix: str) -> None:
+@pytest.mark.parametrize("module", ["merlin_tracking", "merlin_tracking.cli"])
+def test_python_module(redis_url: str, prefix: str, module: str) -> None:
     result = _run(
         [
             sys.executable,
             "-m",
-            "merlin_tracking.cli",
+            module,
             "--url",
             redis_url,
             "--prefix",

@@ -46,6 +46,7 @@ def test_info_json(cli: Cli, busy: dict[str, str], prefix: str) -> None:
         "runs_by_status",
         "workers_by_status",
         "lost_tasks",
+        "allocations",
         "recent_runs",
     ]
     assert document["version"] == __version__ and document["backend"] == "redis"

@@ -146,23 +146,46 @@ def test_show_not_found(cli: Cli, ledger: dict[str, str]) -> None:
 
 
 def test_cancel(cli: Cli, db: TrackingDatabase, ledger: dict[str, str]) -> None:
-    fails(cli("runs", "cancel", ledger["a"]), 2, "refusing to cancel 1 run without --yes")
-    assert db.runs.get(ledger["a"]).status is RunStatus.RUNNING
+    run_a = ledger["a"]  # one task running (t2), one waiting (t3)
+    fails(cli("runs", "cancel", run_a, "--no-revoke"), 2, "refusing to cancel 1 run without --yes")
+    fails(cli("runs", "cancel", run_a, "--yes"), 2, "no broker to revoke", "--no-revoke")
+    assert db.runs.get(run_a).status is RunStatus.RUNNING
 
-    dry = cli.json("runs", "cancel", ledger["a"], "--dry-run")
-    assert dry == {"dry_run": True, "cancelled": [ledger["a"]], "already_cancelled": []}
-    assert db.runs.get(ledger["a"]).status is RunStatus.RUNNING
-
-    out = ok(cli("runs", "cancel", "/ws/a", "--yes"))
-    assert out.startswith(f"Cancelled {ledger['a']}")
-    assert db.runs.get(ledger["a"]).status is RunStatus.CANCELLED
-
-    again = cli.json("runs", "cancel", ledger["a"], ledger["c"], "--yes")
-    assert again == {
-        "dry_run": False,
-        "cancelled": [ledger["c"]],
-        "already_cancelled": [ledger["a"]],
+    dry = cli.json("runs", "cancel", run_a, "--dry-run")
+    counts = {"revoked": 1, "terminated": 0, "running": 1, "waiting": 0}
+    assert dry == {
+        "dry_run": True,
+        "cancelled": [run_a],
+        "already_cancelled": [],
+        "revoke": True,
+        "terminate": False,
+        **counts,
+        "runs": [{"id": run_a, **counts}],
+        "answered": [],
+        "errors": [],
     }
+    assert db.runs.get(run_a).status is RunStatus.RUNNING
+
+    out = ok(cli("runs", "cancel", "/ws/a", "--no-revoke", "--yes"))
+    assert out.splitlines() == [
+        f"Cancelled {run_a}  /ws/a",
+        f"  {run_a}: not revoked (--no-revoke): 1 waiting task, 1 running task",
+    ]
+    assert db.runs.get(run_a).status is RunStatus.CANCELLED
+
+    again = cli.json("runs", "cancel", run_a, ledger["c"], "--no-revoke", "--yes")
+    assert (again["dry_run"], again["cancelled"], again["already_cancelled"]) == (
+        False,
+        [ledger["c"]],
+        [run_a],
+    )
+    assert (again["revoke"], again["revoked"], again["waiting"], again["running"]) == (
+        False,
+        0,
+        1,
+        1,
+    )
+    fails(cli("runs", "cancel", run_a, "--terminate", "--no-revoke", "--yes"), 2, "--terminate")
 
 
 def test_cancel_refuses_finished_runs_and_unknown_runs(
@@ -179,10 +202,12 @@ def test_cancel_asks_on_a_terminal(
     cli: Cli, db: TrackingDatabase, ledger: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(options, "is_interactive", lambda: True)
-    declined = cli("runs", "cancel", ledger["a"], input="n\n")
+    declined = cli("runs", "cancel", ledger["a"], "--no-revoke", input="n\n")
     assert declined.exit_code == 1 and "Really cancel 1 run?" in declined.output
+    revoking = cli("runs", "cancel", ledger["a"], "--broker", cli.url, input="n\n")
+    assert "Really cancel 1 run and revoke 1 task?" in revoking.output
     assert db.runs.get(ledger["a"]).status is RunStatus.RUNNING
-    ok(cli("runs", "cancel", ledger["a"], input="y\n"))
+    ok(cli("runs", "cancel", ledger["a"], "--no-revoke", input="y\n"))
     assert db.runs.get(ledger["a"]).status is RunStatus.CANCELLED
 
 

@@ -67,7 +67,7 @@ def test_filters_are_not_mutated(db: TrackingDatabase, populated: dict[str, obje
         ("study", {"status": "running"}, "valid filters: name"),
         ("logical_worker", {"host": "x"}, "valid filters: name, queues"),
         ("physical_worker", {"status": "dead"}, "REBOOTING, RUNNING, STALLED, STOPPED"),
-        ("physical_worker", {"workspace": "x"}, "host, logical_worker_id, name, status"),
+        ("physical_worker", {"workspace": "x"}, "host, job_id, logical_worker_id, name, status"),
     ],
 )
 def test_bad_filters_raise_naming_valid_choices(

@@ -1,69 +1,12 @@
-"""Connection handling: TLS URLs, fork safety and per-process clients."""
+"""Connection handling: fork safety and per-process clients (TLS: ``test_tls.py``)."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from merlin_tracking import TrackingDatabase
 from merlin_tracking.stores.redis.connection import client_for
-from tests.support.redis_server import RedisServer, RedisServerError, free_port
-
-
-def _make_certificates(folder: Path) -> None:
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-            "-keyout", str(folder / "ca.key"), "-out", str(folder / "ca.crt"))  # fmt: skip
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-            "-keyout", str(folder / "server.key"), "-out", str(folder / "server.csr"))  # fmt: skip
-    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", str(folder / "server.csr"), "-CA", str(folder / "ca.crt"),
-            "-CAkey", str(folder / "ca.key"), "-CAcreateserial", "-days", "1",
-            "-extfile", str(folder / "san.ext"), "-out", str(folder / "server.crt"))  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tls_redis() -> Iterator[tuple[str, Path]]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    folder = Path(tempfile.mkdtemp(prefix="mt-tls-"))
-    _make_certificates(folder)
-    port = free_port()
-    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={folder / 'ca.crt'}"
-    server = RedisServer(
-        ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(folder / "server.crt"),
-         "--tls-key-file", str(folder / "server.key"), "--tls-ca-cert-file", str(folder / "ca.crt"),
-         "--tls-auth-clients", "no"],
-        port=port,
-        url=url,
-        name="mt-tls-redis-",
-    )  # fmt: skip
-    try:
-        server.start()
-    except RedisServerError as exc:
-        if "exited" in str(exc):
-            pytest.skip(f"this redis-server was built without TLS support ({exc})")
-        raise
-    yield url, folder
-    server.close()
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def test_rediss_url_with_verified_certificate(tls_redis: tuple[str, Path], prefix: str) -> None:
-    url, _ = tls_redis
-    db = TrackingDatabase.from_url(url, prefix=prefix)
-    run = db.runs.create("tls", "/ws/tls", ["q"])
-    assert db.runs.get("/ws/tls") == run
-    assert db.info()["url"].startswith("rediss://")
 
 
 def _child_uses_inherited_database(db: TrackingDatabase, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]

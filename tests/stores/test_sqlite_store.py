@@ -30,6 +30,7 @@ from merlin_tracking import (
     TaskState,
     TrackingDatabase,
     TrackingError,
+    WorkerStatus,
     __version__,
 )
 from merlin_tracking.records.events import TaskEvent, TaskEventKind
@@ -337,7 +338,7 @@ def test_every_filter_column_is_indexed(ledger: TrackingDatabase, sqlite_url: st
         "run_worker": {"worker_id"},
         "logical_worker": {"name"},
         "lw_queue": {"queue"},
-        "physical_worker": {"name", "status", "host", "logical_worker_id"},
+        "physical_worker": {"name", "status", "host", "logical_worker_id", "job_id"},
     }
     with closing(raw(sqlite_url)) as conn:
         for table, columns in wanted.items():
@@ -641,3 +642,54 @@ def test_a_version_1_file_is_migrated_in_place(sqlite_url: str, prefix: str) -> 
     assert (run.tasks_queued, run.tasks_started, run.tasks_succeeded) == (3, 3, 3)
     assert run.status is RunStatus.COMPLETED
     assert os.path.getsize(path) > 0
+
+
+V3_SCHEMA = Path(__file__).parent / "data" / "sqlite_schema_v3.sql"
+
+
+def _v3_file(sqlite_url: str, prefix: str) -> None:
+    """A schema-3 file with one logical and one physical worker, as version 3 wrote them."""
+    worker = {"v": "1", "name": '"sim@node7"', "status": '"STOPPED"', "created_at": "1"}
+    with closing(raw(sqlite_url)) as conn:
+        conn.executescript(V3_SCHEMA.read_text())
+        conn.execute(
+            "INSERT INTO physical_worker (ns, id, name, status, host, fields) "
+            "VALUES (?, 'p1', 'sim@node7', 'STOPPED', NULL, ?)",
+            (prefix, json.dumps(worker)),
+        )
+
+
+def test_a_version_3_file_gets_the_job_column_in_place(sqlite_url: str, prefix: str) -> None:
+    """Schema 4 adds physical_worker.job_id and its index; the workers recorded before keep
+    every field and have no job, and new workers are found by their job."""
+    _v3_file(sqlite_url, prefix)
+    db = TrackingDatabase.from_url(sqlite_url, prefix=prefix)
+    old = db.physical_workers.get("sim@node7")
+    assert (old.id, old.status, old.job_id) == ("p1", WorkerStatus.STOPPED, None)
+    logical = db.logical_workers.create("sim", ["q"])
+    db.physical_workers.create("sim@node8", logical_worker_id=logical.id, job_id="77")
+    assert [w.name for w in db.physical_workers.get_all({"job_id": "77"})] == ["sim@node8"]
+    with closing(raw(sqlite_url)) as conn:
+        assert conn.execute("SELECT value FROM schema_info").fetchone() == (str(SCHEMA_VERSION),)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(physical_worker)")}
+        assert "job_id" in columns
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM physical_worker WHERE ns = ? AND job_id = ?",
+            (prefix, "77"),
+        ).fetchall()
+        assert "physical_worker_by_job" in str(plan)
+
+
+def test_the_version_4_migration_is_idempotent(sqlite_url: str, prefix: str) -> None:
+    """Run again on a file that has the column (an interrupted upgrade retried, or two
+    processes of this version opening it): nothing fails, nothing changes."""
+    from merlin_tracking.stores.sqlite import schema
+
+    _v3_file(sqlite_url, prefix)
+    TrackingDatabase.from_url(sqlite_url, prefix=prefix).physical_workers.get("sim@node7")
+    with closing(raw(sqlite_url)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        schema.MIGRATIONS[3](conn)
+        conn.execute("COMMIT")
+        rows = conn.execute("SELECT id, job_id FROM physical_worker").fetchall()
+    assert rows == [("p1", None)]

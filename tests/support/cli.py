@@ -18,6 +18,7 @@ CLEAN_ENV: dict[str, str | None] = {
     "MERLIN_TRACKING_URL": None,
     "MERLIN_TRACKING_PREFIX": None,
     "MERLIN_TRACKING_DB": None,
+    "CELERY_BROKER_URL": None,  # the broker of ``runs requeue`` and ``runs cancel``
 }
 
 

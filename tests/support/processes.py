@@ -161,11 +161,15 @@ class Ledger:
     queue: str
     tmp_path: Path
     workers: list[Worker] = field(default_factory=list)
+    #: The store workers and clients track to when it is not ``redis_url`` (which stays their
+    #: broker and result backend): workers get it as MERLIN_TRACKING_URL, clients as
+    #: ``tracking_url``, and ``db`` reads it.
+    tracking_url: str | None = None
 
     @property
     def db(self) -> TrackingDatabase:
         """A fresh reader with default settings (it knows nothing of the workers' config)."""
-        return TrackingDatabase.from_url(self.redis_url, prefix=self.prefix)
+        return TrackingDatabase.from_url(self.tracking_url or self.redis_url, prefix=self.prefix)
 
     # ---------------------------------------------------------------- subprocesses
     def env(self, broker: str | None = None, **overrides: str | None) -> dict[str, str]:
@@ -180,6 +184,8 @@ class Ledger:
             PLAIN_APP_STALE_AFTER=str(STALE_AFTER),
             PYTHONUNBUFFERED="1",
         )
+        if self.tracking_url:
+            env["MERLIN_TRACKING_URL"] = self.tracking_url
         for name, value in overrides.items():
             if value is None:
                 env.pop(name, None)
@@ -269,6 +275,8 @@ class Ledger:
             tracking_prefix=self.prefix,
             broker_connection_retry_on_startup=True,
         )
+        if self.tracking_url:
+            app.conf.tracking_url = self.tracking_url
         assert install(app) is not None
         CLIENT_APPS.append(app)
         return app

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import weakref
 from collections.abc import Sequence
 
 import redis
@@ -49,6 +50,9 @@ class RedisServer:
         self.binary = binary
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix=name)
+        # The folder goes with the object, or at interpreter exit (a session ended by Ctrl-C, a
+        # server whose start failed and that nobody got to close).
+        self._remove_dir = weakref.finalize(self, shutil.rmtree, self.dir, True)
         self.extra = list(extra)
         self.url = url or f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -71,19 +75,27 @@ class RedisServer:
         try:
             while not self._answers(client):
                 if time.monotonic() > deadline:
-                    self.proc.kill()
                     raise RedisServerError(f"redis-server did not answer at {self.url}")
                 time.sleep(0.05)
+        except RedisServerError as exc:
+            log = self._log_tail()
+            self.close()  # the caller gets no server to close: nothing may stay behind
+            raise RedisServerError(f"{exc}{log}") from None
         finally:
             client.close()
         return self
 
+    def _log_tail(self, limit: int = 600) -> str:
+        try:
+            with open(self.log, errors="replace") as handle:
+                return "; its log ends: " + handle.read()[-limit:]
+        except OSError:
+            return ""
+
     def _answers(self, client: redis.Redis) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise RedisServerError(
-                f"redis-server exited with {self.proc.returncode} at start-up (see {self.log})"
-            )
+            raise RedisServerError(f"redis-server exited with {self.proc.returncode} at start-up")
         try:
             return bool(client.ping())
         except redis.ConnectionError:
@@ -109,4 +121,4 @@ class RedisServer:
                 self.proc.kill()
                 self.proc.wait(10)
         self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self._remove_dir()

@@ -16,7 +16,7 @@ import redis
 from merlin_tracking.records import Record, Run, RunStatus
 from merlin_tracking.stores.base import Filters
 from merlin_tracking.stores.redis.keys import ENTITY_SEGMENT, KeySpace, digest, run_id_of, text
-from merlin_tracking.stores.redis.pipes import Reads
+from merlin_tracking.stores.redis.pipes import Reads, same_slot
 
 # A group: the set keys whose union it is, or {"ids": [...]} for ids found in a unique index.
 Group = list[str] | dict[str, list[str]]
@@ -44,8 +44,8 @@ def _filter_group(
     if entity == "physical_worker":
         if name == "logical_worker_id":
             return [k("lw", v, "physical") for v in values]
-        if name in ("status", "host"):
-            return [k("pw", name, v) for v in values]
+        if name in ("status", "host", "job_id"):
+            return [k("pw", {"job_id": "job"}.get(name, name), v) for v in values]
     # Unique fields (study name, physical worker name): resolve through the index.
     index = k(ENTITY_SEGMENT[entity], "name")
     (found,) = reads.run(lambda pipe: pipe.hmget(index, [digest(v) for v in values]))
@@ -69,11 +69,11 @@ def matching_ids(
     if len(groups) == 1 and isinstance(first, list):
         if not first:
             return []
-        (members,) = reads.run(lambda pipe: pipe.sunion(first))
+        (members,) = reads.run(lambda pipe: same_slot(pipe, "SUNION", first))
     elif all(isinstance(g, list) and len(g) == 1 for g in groups):
         # One index per filter key: Redis's own SINTER walks the smallest set.
         firsts = [g[0] for g in groups if isinstance(g, list)]
-        (members,) = reads.run(lambda pipe: pipe.sinter(firsts))
+        (members,) = reads.run(lambda pipe: same_slot(pipe, "SINTER", firsts))
     else:
         payload = json.dumps(groups, ensure_ascii=False)
         (members,) = reads.run(lambda pipe: reads.script(pipe, "find_ids", [payload]))

@@ -26,7 +26,7 @@ a cluster. Nothing outside the prefix is ever read, scanned or deleted.
     {p}:lw:ids / name:<n> / queue:<q>   sets of logical worker ids
     {p}:pw:<id>               hash   physical worker fields
     {p}:pw:<id>:alive         string liveness, expires ``stale_after`` seconds after a heartbeat
-    {p}:pw:ids / status:<S> / host:<h>  sets of physical worker ids
+    {p}:pw:ids / status:<S> / host:<h> / job:<job id>  sets of physical worker ids
     {p}:pw:name               hash   digest(name) -> id (unique)
 
 Sets of runs hold run numbers, which Redis keeps as compact intsets (up to 512 members by

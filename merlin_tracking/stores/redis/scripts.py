@@ -6,8 +6,10 @@ status), each once. A file may start with ``--@uses lib lib...``, then holds hel
 (above its first ``--@@ name`` marker line) and then its scripts, one per marker. Each
 registered script is the prelude, the libraries its file uses (in that order), its file's
 helpers and its body: Redis runs every script in isolation, so each carries what it uses.
-redis-py's ``Script`` runs it with EVALSHA and reloads it if the server forgot it (restart,
-SCRIPT FLUSH).
+``run`` sends it with EVALSHA and, if the server forgot it (a restart, SCRIPT FLUSH), loads it
+and sends it again: NOSCRIPT means the script did not run, so sending it again applies it
+once. A server that keeps forgetting (SCRIPT FLUSH in a loop) gets a few tries, then the call
+fails with ``StoreRefusedError`` (code NOSCRIPT), which workers ride out by buffering.
 
 Every script takes the tagged prefix ``{prefix}`` as ``KEYS[1]``, which is all a Redis Cluster
 client needs to route it to the slot holding every key of that prefix.
@@ -21,9 +23,15 @@ from typing import Any
 
 import redis
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
+
+from merlin_tracking.errors import StoreRefusedError
 
 #: Runs one script by name with its ARGV and returns the reply (``RedisStore._run``).
 RunScript = Callable[[str, Sequence[Any]], Any]
+
+#: Times a call is sent after a NOSCRIPT answer, its script loaded again before each.
+NOSCRIPT_TRIES = 5
 
 _MARKER = "\n--@@ "
 _USES = "--@uses "
@@ -64,5 +72,33 @@ def pairs(fields: Mapping[str, str]) -> list[str]:
     return [item for pair in fields.items() for item in pair]
 
 
-def register(client: redis.Redis) -> dict[str, Script]:
-    return {name: client.register_script(source) for name, source in SOURCES.items()}
+def register() -> dict[str, Script]:
+    """The scripts as redis-py ``Script`` objects. Every call names the client that runs it;
+    the client given here (never connected) only lends its encoder for the SHA, so opening a
+    store connects to nothing (a cluster client would, at once)."""
+    encoding_only = redis.Redis()
+    return {name: Script(encoding_only, source) for name, source in SOURCES.items()}
+
+
+def run(
+    client: redis.Redis, script: Script, keys: Sequence[Any], args: Sequence[Any], url: str
+) -> Any:
+    """EVALSHA ``script``, loading it again each time the server answers NOSCRIPT (see the
+    module docstring); ``url`` (masked) names the store in the refusal."""
+    for _ in range(NOSCRIPT_TRIES):
+        try:
+            return client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            script.sha = client.script_load(script.script)
+    raise forgotten(url)
+
+
+def forgotten(url: str) -> StoreRefusedError:
+    """The refusal of a server that forgot the scripts again as soon as they were loaded."""
+    return StoreRefusedError(
+        url,
+        f"NOSCRIPT the server forgot the ledger's Lua scripts {NOSCRIPT_TRIES} times in a row, "
+        "right after they were loaded (SCRIPT FLUSH in a loop, or a failover between "
+        "servers?); try again once it keeps them",
+        "NOSCRIPT",
+    )

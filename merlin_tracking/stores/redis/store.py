@@ -43,6 +43,8 @@ from merlin_tracking.stores.base import (
     TrackingStore,
 )
 from merlin_tracking.stores.redis import creation, ledger, maintenance, reads, scripts
+from merlin_tracking.stores.redis.clients import server_of
+from merlin_tracking.stores.redis.clients import topology_of as check_url
 from merlin_tracking.stores.redis.connection import client_for, store_errors
 from merlin_tracking.stores.redis.filters import count_records, matching_ids
 from merlin_tracking.stores.redis.keys import ENTITY_SEGMENT, KeySpace, run_id_of, run_member, text
@@ -75,11 +77,12 @@ class RedisStore(TrackingStore):
         self, url: str, prefix: str = DEFAULT_PREFIX, timeout: float | None = None
     ) -> None:
         self.url = mask_url(url)
+        check_url(url)  # a malformed URL is refused now, not at the first command
         self.keys = KeySpace(prefix)
         self._raw_url = url
         self._timeout = timeout
         self._ledgers_indexed = False
-        self._scripts = scripts.register(client_for(url, timeout))
+        self._scripts = scripts.register()
         self._reads = Reads(
             lambda: self.client, self._scripts, self.keys.tag, self.url, lambda: [_updated_at()]
         )
@@ -92,7 +95,7 @@ class RedisStore(TrackingStore):
     def _run(self, name: str, args: Sequence[Any]) -> Any:
         # The prefix's hash tag is every script's KEYS[1]: it routes the call on a cluster.
         with store_errors(self.url):
-            return self._scripts[name](keys=[self.keys.tag], args=args, client=self.client)
+            return scripts.run(self.client, self._scripts[name], [self.keys.tag], args, self.url)
 
     # ------------------------------------------------------------------ writes
     def create_study(self, study: Study) -> tuple[str, bool]:
@@ -157,7 +160,12 @@ class RedisStore(TrackingStore):
             raise WorkerNotFoundError(worker_id)
         return bool(result)
 
-    def apply_task_events(self, events: Sequence[TaskEvent], settle: float = 0.0) -> list[str]:
+    def apply_task_events(
+        self,
+        events: Sequence[TaskEvent],
+        settle: float = 0.0,
+        workspaces: Mapping[str, str] | None = None,
+    ) -> list[str]:
         if not events:
             return []
         members = {run_id: run_member(run_id) for run_id in {event.run_id for event in events}}
@@ -166,7 +174,15 @@ class RedisStore(TrackingStore):
             [event.to_json(members[event.run_id]) for event in events], ensure_ascii=False
         )
         settle_micros = max(0, round(settle * 1_000_000))
-        missing = self._run("task_events", [payload, _updated_at(), settle_micros])
+        args: list[Any] = [payload, _updated_at(), settle_micros]
+        if workspaces:
+            known = {
+                members[r]: Run.encode_field("workspace", w)
+                for r, w in workspaces.items()
+                if r in members
+            }
+            args.append(json.dumps(known, ensure_ascii=False))
+        missing = self._run("task_events", args)
         return [by_member.get(text(member), run_id_of(member)) for member in missing]
 
     def catch_up_before_read(self) -> None:
@@ -345,8 +361,9 @@ class RedisStore(TrackingStore):
 
     def server_info(self) -> dict[str, Any]:
         with store_errors(self.url):
-            info = self.client.info("server")
-            memory = self.client.info("memory")
+            node = server_of(self.client, self.keys.tag)
+            info = self.client.info("server", **node)
+            memory = self.client.info("memory", **node)
         return {
             "server": "redis",
             "server_version": info.get("redis_version"),
@@ -356,4 +373,4 @@ class RedisStore(TrackingStore):
 
     def ping(self) -> None:
         with store_errors(self.url):
-            self.client.ping()
+            self.client.ping(**server_of(self.client, self.keys.tag))

@@ -27,7 +27,7 @@ _KEYS: dict[str, dict[str, tuple[str, tuple[str, str] | None]]] = {
         "queues": ("queue", ("lw_queue", "worker_id")),
     },
     "physical_worker": {
-        name: (name, None) for name in ("logical_worker_id", "name", "status", "host")
+        name: (name, None) for name in ("logical_worker_id", "name", "status", "host", "job_id")
     },
 }
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from merlin_tracking.ids import datetime_to_micros
 from merlin_tracking.records import LogicalWorker, PhysicalWorker, WorkerStatus
@@ -50,6 +50,15 @@ def worker_queues(conn: sqlite3.Connection, ns: str, worker: PhysicalWorker) -> 
     return list(logical.queues) if logical is not None else []
 
 
-def stalled_reason(worker: PhysicalWorker) -> str:
+def stalled_reason(worker: PhysicalWorker, now: datetime) -> str:
+    """Why a stale worker's tasks are lost. Its allocation ended, rather than the worker, when
+    the allocation's end has passed and lies within ``stale_after`` of the worker's last
+    heartbeat (a scheduler kills its workers at the end, or a little after it). Lua twin:
+    ``stale_reason`` in redis/lua/tasks.lua."""
     beat = worker.heartbeat_timestamp or worker.created_at
-    return f"worker {worker.name} stopped heartbeating at {beat.isoformat(timespec='seconds')}"
+    reason = f"worker {worker.name} stopped heartbeating at {beat.isoformat(timespec='seconds')}"
+    ends, window = worker.job_ends_at, timedelta(seconds=worker.stale_after or 0)
+    if ends is not None and ends <= now and abs(ends - beat) <= window:
+        ended = ends.isoformat(timespec="seconds")
+        reason = f"allocation {worker.job_id} ({worker.scheduler}) ended at {ended}; {reason}"
+    return reason

@@ -8,7 +8,7 @@ on queues no live worker consumes is STALLED, see ``liveness.covered``).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from merlin_tracking.ids import datetime_to_micros, micros_to_datetime
@@ -117,9 +117,15 @@ def forget_waiting(
 
 
 def apply_task_events(
-    conn: sqlite3.Connection, ns: str, events: Sequence[TaskEvent], now: datetime, settle: float
+    conn: sqlite3.Connection,
+    ns: str,
+    events: Sequence[TaskEvent],
+    now: datetime,
+    settle: float,
+    workspaces: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """Apply ``events`` in order; return the ids of missing runs (their events are dropped).
+    """Apply ``events`` in order; return the ids of missing runs (their events are dropped),
+    a run whose workspace is not the one ``workspaces`` names for it included.
     A run with tasks first counted at a worker may not complete before ``now + settle``."""
     now_us = datetime_to_micros(now)
     by_run: dict[str, list[TaskEvent]] = {}
@@ -128,7 +134,8 @@ def apply_task_events(
         by_run.setdefault(event.run_id, []).append(event)
     for run_id, run_events in by_run.items():
         run = rows.load(conn, ns, Run, run_id)
-        if run is None:
+        expected = (workspaces or {}).get(run_id)
+        if run is None or (expected is not None and run.workspace != expected):
             missing[run_id] = None
             continue
         stored = _load_rows(conn, ns, run_id, dict.fromkeys(e.task_id for e in run_events))

@@ -56,6 +56,6 @@ def reap(conn: sqlite3.Connection, ns: str, worker_ids: Iterable[str], now: date
         if worker is None or rows.with_liveness(worker, now).status is not WorkerStatus.STALLED:
             continue
         rows.update(conn, ns, worker, worker.replace(status=WorkerStatus.STALLED))
-        worker_gone(conn, ns, worker, stalled_reason(worker), now)
+        worker_gone(conn, ns, worker, stalled_reason(worker, now), now)
         reaped.append(worker_id)
     return reaped

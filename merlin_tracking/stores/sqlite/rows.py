@@ -32,7 +32,14 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "study": ("name",),
     "run": ("study_id", "workspace", "status", "settle_at"),
     "logical_worker": ("name",),
-    "physical_worker": ("name", "status", "host", "logical_worker_id", "alive_until"),
+    "physical_worker": (
+        "name",
+        "status",
+        "host",
+        "logical_worker_id",
+        "alive_until",
+        "job_id",
+    ),
 }
 UNIQUE = {"study": "name", "run": "workspace", "physical_worker": "name"}
 QUEUE_INDEX = {"run": ("run_queue", "run_id"), "logical_worker": ("lw_queue", "worker_id")}

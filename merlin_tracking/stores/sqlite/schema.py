@@ -32,7 +32,7 @@ from merlin_tracking.errors import TrackingError
 
 #: Version of the table layout below; a file written by a newer layout is refused, an older
 #: one is migrated in place (``MIGRATIONS``) the first time this version opens it.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Tables added by schema version 2 (also created by a fresh file).
 TASK_DDL = (
@@ -82,6 +82,9 @@ TASK_INDEX_DDL = (
     "CREATE INDEX IF NOT EXISTS task_by_name ON task (ns, name)",
     "CREATE INDEX IF NOT EXISTS task_by_queue ON task (ns, queue)",
 )
+
+# Added by schema version 4: physical workers found by the batch job they run in.
+JOB_DDL = ("CREATE INDEX IF NOT EXISTS physical_worker_by_job ON physical_worker (ns, job_id)",)
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS study (
@@ -157,6 +160,7 @@ DDL = (
         logical_worker_id TEXT,
         fields TEXT NOT NULL,
         alive_until INTEGER,
+        job_id TEXT,
         PRIMARY KEY (ns, id),
         UNIQUE (ns, name),
         FOREIGN KEY (ns, logical_worker_id) REFERENCES logical_worker (ns, id)
@@ -228,8 +232,22 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _v3_to_v4(conn: sqlite3.Connection) -> None:
+    """Version 4 gives physical workers the indexed column of their batch job's id (workers
+    recorded before it ran in no known allocation; any field already stored is copied)."""
+    columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(physical_worker)")}
+    if "job_id" not in columns:
+        conn.execute("ALTER TABLE physical_worker ADD COLUMN job_id TEXT")
+    conn.execute(
+        "UPDATE physical_worker SET job_id = json_extract(fields, '$.job_id') "
+        "WHERE json_extract(fields, '$.job_id') IS NOT NULL"
+    )
+    for statement in JOB_DDL:
+        conn.execute(statement)
+
+
 #: Migration from version ``n`` to ``n + 1``, run in the write transaction that opens the file.
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
@@ -249,7 +267,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str) -> None:
         _refuse_newer(version, path)
         if version is None:
             conn.execute(_VERSION_TABLE)
-            for statement in (*DDL, *TASK_DDL, *TASK_INDEX_DDL):
+            for statement in (*DDL, *TASK_DDL, *TASK_INDEX_DDL, *JOB_DDL):
                 conn.execute(statement)
             conn.execute(
                 "INSERT INTO schema_info (key, value) VALUES ('version', ?)",

@@ -139,11 +139,16 @@ class SqliteStore(TrackingStore):
             )
             return cursor.rowcount > 0
 
-    def apply_task_events(self, events: Sequence[TaskEvent], settle: float = 0.0) -> list[str]:
+    def apply_task_events(
+        self,
+        events: Sequence[TaskEvent],
+        settle: float = 0.0,
+        workspaces: Mapping[str, str] | None = None,
+    ) -> list[str]:
         if not events:
             return []
         with self._db.transaction(write=True) as conn:
-            return progress.apply_task_events(conn, self.prefix, events, _now(), settle)
+            return progress.apply_task_events(conn, self.prefix, events, _now(), settle, workspaces)
 
     def catch_up(self) -> CatchUp:
         # Every read and heartbeat calls this: look under a read lock, take the write lock

@@ -27,11 +27,14 @@ if changes['status'] then
     redis.call('SADD', key(entity, 'status', new), id)
   end
 end
-if entity == 'pw' and changes['host'] then
-  local old = jget(rkey, 'host', nil)
-  if old then redis.call('SREM', key('pw', 'host', old), id) end
-  if changes['host'] ~= '' and changes['host'] ~= 'null' then
-    redis.call('SADD', key('pw', 'host', cjson.decode(changes['host'])), id)
+-- Physical worker fields with an index set: field -> the set's key segment.
+for field, segment in pairs({host = 'host', job_id = 'job'}) do
+  if entity == 'pw' and changes[field] then
+    local old = jget(rkey, field, nil)
+    if old then redis.call('SREM', key('pw', segment, old), id) end
+    if changes[field] ~= '' and changes[field] ~= 'null' then
+      redis.call('SADD', key('pw', segment, cjson.decode(changes[field])), id)
+    end
   end
 end
 if entity == 'pw' and changes['logical_worker_id'] then

@@ -22,11 +22,27 @@ local function iso_seconds(micros)
     math.floor(rest / 3600), math.floor(rest % 3600 / 60), rest % 60)
 end
 
+-- Why a stale worker's tasks are lost (the twin of sqlite/liveness.stalled_reason): its
+-- allocation ended when that end has passed and lies within stale_after of its last beat.
+local function stale_reason(pkey, pw, beat)
+  local reason = 'worker ' .. jget(pkey, 'name', pw) .. ' stopped heartbeating at '
+    .. iso_seconds(beat)
+  local ends = tonumber(redis.call('HGET', pkey, 'job_ends_at') or '')
+  local window = (tonumber(redis.call('HGET', pkey, 'stale_after') or '') or 0) * 1000000
+  if ends and ends <= now_micros() and math.abs(ends - beat) <= window then
+    reason = 'allocation ' .. jget(pkey, 'job_id', '?') .. ' (' .. jget(pkey, 'scheduler', '?')
+      .. ') ended at ' .. iso_seconds(ends) .. '; ' .. reason
+  end
+  return reason
+end
+
 --@@ task_events
 -- ARGV: JSON list of events in wire form (TaskEvent.to_json, run id as its number),
---       updated_at json, settle microseconds (optional)
+--       updated_at json, settle microseconds (optional),
+--       JSON {run id: workspace as stored} the sender knows (optional)
 -- -> list of run ids that were missing (their events were dropped)
-return apply_events(cjson.decode(ARGV[1]), tonumber(ARGV[3] or '0') or 0, ARGV[2])
+local known = ARGV[4] and cjson.decode(ARGV[4]) or nil
+return apply_events(cjson.decode(ARGV[1]), tonumber(ARGV[3] or '0') or 0, ARGV[2], known)
 
 --@@ change_publishing
 -- ARGV: run id, delta, updated_at json -> new status, or '' if the run is missing
@@ -62,9 +78,7 @@ for _, pw in ipairs(redis.call('ZRANGEBYSCORE', key('pw', 'alive_until'), '-inf'
     redis.call('HSET', pkey, 'status', cjson.encode('STALLED'))
     local beat = tonumber(redis.call('HGET', pkey, 'heartbeat_timestamp') or '')
       or tonumber(redis.call('HGET', pkey, 'created_at') or '') or now_micros()
-    local reason = 'worker ' .. jget(pkey, 'name', pw) .. ' stopped heartbeating at '
-      .. iso_seconds(beat)
-    worker_gone(pw, reason)
+    worker_gone(pw, stale_reason(pkey, pw, beat))
     stalled[#stalled + 1] = pw
   end
 end

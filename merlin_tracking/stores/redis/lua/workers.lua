@@ -90,6 +90,7 @@ end
 local pkey = key('pw', id)
 local old_status = jget(pkey, 'status', nil)
 local old_host = jget(pkey, 'host', nil)
+local old_job = jget(pkey, 'job_id', nil)
 local old_lw = jget(pkey, 'logical_worker_id', nil)
 if outcome == 1 then
   for i = create_first, #ARGV, 2 do hset_full(pkey, ARGV[i], ARGV[i + 1]) end
@@ -107,6 +108,11 @@ local new_host = jget(pkey, 'host', nil)
 if old_host ~= new_host then
   if old_host then redis.call('SREM', key('pw', 'host', old_host), id) end
   if new_host then redis.call('SADD', key('pw', 'host', new_host), id) end
+end
+local new_job = jget(pkey, 'job_id', nil)
+if old_job ~= new_job then
+  if old_job then redis.call('SREM', key('pw', 'job', old_job), id) end
+  if new_job then redis.call('SADD', key('pw', 'job', new_job), id) end
 end
 if lw ~= '' then hset_full(pkey, 'logical_worker_id', cjson.encode(lw)) end
 local new_lw = jget(pkey, 'logical_worker_id', nil)
@@ -173,6 +179,8 @@ for i = 1, #ARGV do
     if lw then redis.call('SREM', key('lw', lw, 'physical'), id) end
     local host = jget(pkey, 'host', nil)
     if host then redis.call('SREM', key('pw', 'host', host), id) end
+    local job = jget(pkey, 'job_id', nil)
+    if job then redis.call('SREM', key('pw', 'job', job), id) end
     redis.call('SREM', key('pw', 'status', jget(pkey, 'status', 'RUNNING')), id)
     local nd = digest(jget(pkey, 'name', ''))
     if redis.call('HGET', key('pw', 'name'), nd) == id then redis.call('HDEL', key('pw', 'name'), nd) end

@@ -522,13 +522,18 @@ local function open_ledger(run_id)
 end
 
 -- Apply events (wire form) in order; returns the run ids that were missing (events dropped).
-local function apply_events(events, settle, updated_at)
+-- ``known`` (optional): {run id: workspace as stored} of the sender; a run whose stored
+-- workspace differs is missing to it (an id given again after the store lost its data).
+local function apply_events(events, settle, updated_at, known)
   local runs, order, missing = {}, {}, {}
   local pending = {}
   for _, ev in ipairs(events) do
     local run_id = ev[1]
     if runs[run_id] == nil and not missing[run_id] then
-      if redis.call('EXISTS', key('run', run_id)) == 1 then
+      local rkey = key('run', run_id)
+      local expected = known and known[run_id]
+      if redis.call('EXISTS', rkey) == 1
+          and (not expected or hget_full(rkey, 'workspace') == expected) then
         runs[run_id] = open_ledger(run_id)
         order[#order + 1] = run_id
         pending[run_id] = {}
