@@ -14,7 +14,7 @@ import os
 import secrets
 import threading
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 ID_LENGTH = 12
@@ -59,8 +59,7 @@ def new_id() -> tuple[str, datetime]:
 
 def micros_to_datetime(micros: int) -> datetime:
     """Convert integer microseconds since the epoch to an aware UTC datetime, exactly."""
-    seconds, rest = divmod(micros, 1_000_000)
-    return datetime.fromtimestamp(seconds, timezone.utc).replace(microsecond=rest)
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 def datetime_to_micros(moment: datetime) -> int:

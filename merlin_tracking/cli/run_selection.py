@@ -29,6 +29,7 @@ class RunSelection:
     since: datetime | None = None
     until: datetime | None = None
     limit: int | None = None
+    offset: int = 0
 
     @property
     def given(self) -> bool:
@@ -45,6 +46,7 @@ class RunSelection:
                 since=self.since,
                 until=self.until,
                 limit=self.limit,
+                offset=self.offset,
             )
         except InvalidPeriodError as exc:
             raise InvalidFilterError(

@@ -39,7 +39,8 @@ class RunQuery:
     ``None`` leaves a criterion out; a tuple matches any of its values, so an empty one matches
     nothing (as in ``get_all`` filters). ``workers`` are logical worker ids. ``since`` and
     ``until`` bound ``created_at`` (both inclusive). ``limit`` keeps the first runs in the order
-    asked (``newest_first``, the default, or oldest first). The limit and the time window are
+    asked (``newest_first``, the default, or oldest first), after skipping the first ``offset``
+(a page further down: with no time window those runs are not even read). The limit and the time window are
     checked here (``InvalidFilterError``, ``InvalidPeriodError``); statuses and other values
     when the query runs, by the filter rules of ``managers.filters``.
     """
@@ -52,9 +53,12 @@ class RunQuery:
     until: datetime | None = None
     limit: int | None = None
     newest_first: bool = True
+    offset: int = 0
 
     def __post_init__(self) -> None:
         check_limit(self.limit)
+        if isinstance(self.offset, bool) or not isinstance(self.offset, int) or self.offset < 0:
+            raise InvalidFilterError(f"offset must be an integer >= 0, got {self.offset!r}")
         if self.since is not None and self.until is not None and self.since > self.until:
             raise InvalidPeriodError(self.since, self.until)
 
@@ -88,18 +92,25 @@ class RunQuery:
 def select_runs(store: TrackingStore, query: RunQuery) -> list[Run]:
     """The runs matching ``query``, in its order, read page by page with an early stop."""
     ids = sorted(store.find_ids(Run, query.filters()), key=id_sort_key, reverse=query.newest_first)
+    skip = query.offset
+    if query.since is None and query.until is None:
+        ids, skip = ids[skip:], 0  # every matching id is admitted: skip without reading
+    wanted = None if query.limit is None else skip + query.limit
     selected: list[Run] = []
-    for start in range(0, len(ids), PAGE):
-        if query.limit is not None and len(selected) >= query.limit:
-            break
-        page = store.fetch_many(Run, ids[start : start + PAGE])
+    start, size = 0, 0
+    while start < len(ids) and (wanted is None or len(selected) < wanted):
+        # Read about what the limit still wants (a first page of 50 reads 50 records), more
+        # each time the window turns runs away, at most PAGE per round trip.
+        size = PAGE if wanted is None else min(PAGE, max(wanted - len(selected), 2 * size))
+        page = store.fetch_many(Run, ids[start : start + size])
+        start += size
         page.sort(key=lambda run: (run.created_at, id_sort_key(run.id)), reverse=query.newest_first)
         for run in page:
             if query.passed(run):
-                return selected[: query.limit]
+                return selected[skip:wanted]
             if query.admits(run):
                 selected.append(run)
-    return selected[: query.limit]
+    return selected[skip:wanted]
 
 
 __all__ = ["PAGE", "InvalidPeriodError", "RunQuery", "select_runs"]

@@ -128,13 +128,8 @@ class RunManager(Manager[Run]):
 
     def _store_new(self, study_name: str, run: Run, keep_id: bool = False) -> Run:
         """Store a new run in the study called ``study_name``, created if it is missing."""
-        for _ in range(3):
-            study_id = self.studies.ensure_id(study_name)
-            try:
-                return self.store.create_run(run.replace(study_id=study_id), keep_id=keep_id)
-            except StudyNotFoundError:
-                continue  # the study was deleted concurrently: create it again
-        raise StudyNotFoundError(study_name, "it keeps being deleted while runs are created")
+        # The store finds the study by name or creates it with the run: one round trip.
+        return self.store.create_run(run, keep_id=keep_id, study=self.studies.candidate(study_name))
 
     def get(self, run_id_or_workspace: str) -> Run:
         """The run with this id, else in this workspace; ``RunNotFoundError`` otherwise."""

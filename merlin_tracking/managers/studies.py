@@ -28,9 +28,13 @@ class StudyManager(Manager[Study]):
         """Id of the study called ``name``, creating it if needed (one round trip)."""
         return self._ensure(name)[1]
 
-    def _ensure(self, name: str) -> tuple[Study, str, bool]:
+    def candidate(self, name: str) -> Study:
+        """The study to create if none is called ``name`` (a fresh id; nothing stored)."""
         study_id, created_at = new_id()
-        study = Study(id=study_id, name=require_text("study name", name), created_at=created_at)
+        return Study(id=study_id, name=require_text("study name", name), created_at=created_at)
+
+    def _ensure(self, name: str) -> tuple[Study, str, bool]:
+        study = self.candidate(name)
         stored_id, created = self.store.create_study(study)
         return study, stored_id, created
 

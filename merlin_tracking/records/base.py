@@ -9,7 +9,7 @@ stores keep as separate sets (``RELATIONS``) are passed in by the store when it 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
@@ -77,26 +77,40 @@ class Record:
         relations: Mapping[str, Sequence[str]] | None = None,
     ) -> R:
         """Rebuild a record from its storage form without re-validating trusted data."""
-        version = int(fields.get(SCHEMA_VERSION_FIELD, "1"))
-        if version > cls.SCHEMA_VERSION:
+        return cls.from_values(
+            record_id, {name: loads(text) for name, text in fields.items()}, relations
+        )
+
+    @classmethod
+    def from_values(
+        cls: type[R],
+        record_id: str,
+        values: Mapping[str, Any],
+        relations: Mapping[str, Sequence[str]] | None = None,
+    ) -> R:
+        """Rebuild a record from its storage form with each field's JSON already parsed (a
+        store that reads a record as one JSON object). Trusted data: the schema says how to
+        convert each field, nothing is re-validated; unknown fields are ignored."""
+        version = values.get(SCHEMA_VERSION_FIELD, 1)
+        if int(version) > cls.SCHEMA_VERSION:
             raise TrackingError(
                 f"{cls.ENTITY} {record_id} was written with schema version {version}; this "
                 f"merlin_tracking reads up to {cls.SCHEMA_VERSION}: upgrade the package"
             )
-        values: dict[str, Any] = {
-            name: value.copy() if isinstance(value, dict) else value
-            for name, value in _defaults(cls).items()
-        }
-        for name, codec in cls.CODECS.items():
-            text = fields.get(name)
-            if text is not None:
-                values[name] = codec.from_json(loads(text))
-        for name in cls.RELATIONS:
-            values[name] = tuple(sorted((relations or {}).get(name, ())))
-        values["id"] = record_id
-        record = object.__new__(cls)
+        plan = _read_plan(cls)
+        data = dict(plan.defaults)
+        for name in plan.fresh:
+            data[name] = {}
+        readers = plan.readers
         for name, value in values.items():
-            object.__setattr__(record, name, value)
+            if name in readers:
+                reader = readers[name]
+                data[name] = value if reader is None else reader(value)
+        for name in cls.RELATIONS:
+            data[name] = tuple(sorted((relations or {}).get(name, ())))
+        data["id"] = record_id
+        record = object.__new__(cls)
+        record.__dict__.update(data)
         return record
 
     # ----------------------------------------------------------------- conveniences
@@ -163,6 +177,33 @@ def _omittable(default: Any) -> bool:
 
 
 _DEFAULTS_CACHE: dict[type, dict[str, Any]] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class _ReadPlan:
+    """How ``from_values`` builds one record type: immutable defaults to copy, the fields whose
+    default is a fresh dict, and each stored field's reader (None: the JSON value as it is)."""
+
+    defaults: dict[str, Any]
+    fresh: tuple[str, ...]
+    readers: dict[str, Callable[[Any], Any] | None]
+
+
+_READ_PLANS: dict[type, _ReadPlan] = {}
+
+
+def _read_plan(cls: type[Record]) -> _ReadPlan:
+    plan = _READ_PLANS.get(cls)
+    if plan is None:
+        defaults = _defaults(cls)
+        fresh = tuple(name for name, value in defaults.items() if isinstance(value, dict))
+        plan = _ReadPlan(
+            {name: value for name, value in defaults.items() if name not in fresh},
+            fresh,
+            {name: codec.read for name, codec in cls.CODECS.items()},
+        )
+        _READ_PLANS[cls] = plan
+    return plan
 
 
 def _defaults(cls: type[Record]) -> dict[str, Any]:

@@ -29,10 +29,15 @@ def loads(text: str | bytes) -> Any:
 
 @dataclass(frozen=True)
 class Codec:
-    """Convert a field between its Python value and a JSON-compatible value."""
+    """Convert a field between its Python value and a JSON-compatible value.
+
+    ``from_json`` validates (records built in memory, imports); ``read`` converts a value a
+    store gives back, which was validated when written: None when the JSON value is already
+    the field's value, so reading a record does no work for strings, numbers and mappings."""
 
     to_json: Callable[[Any], Any]
     from_json: Callable[[Any], Any]
+    read: Callable[[Any], Any] | None = None
 
 
 def _check_str(value: Any) -> str:
@@ -161,28 +166,44 @@ def _masked_opt_str(value: Any) -> str | None:
     return None if checked is None else mask_secrets(checked)
 
 
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 STR = Codec(_check_str, _check_str)
 OPT_STR = Codec(_check_opt_str, _check_opt_str)
 INT = Codec(_check_int, _check_int)
 OPT_INT = Codec(_check_opt_int, _check_opt_int)
-OPT_SECONDS = Codec(_check_opt_seconds, _check_opt_seconds)
-OPT_NONNEGATIVE_SECONDS = Codec(_check_opt_nonnegative_seconds, _check_opt_nonnegative_seconds)
-STR_TUPLE = Codec(lambda v: list(str_tuple(v)), lambda v: tuple(v))
+OPT_SECONDS = Codec(_check_opt_seconds, _check_opt_seconds, _opt_float)
+OPT_NONNEGATIVE_SECONDS = Codec(
+    _check_opt_nonnegative_seconds, _check_opt_nonnegative_seconds, _opt_float
+)
+STR_TUPLE = Codec(lambda v: list(str_tuple(v)), tuple, tuple)
 JSON = Codec(json_value, lambda v: v)
 JSON_MAPPING = Codec(json_mapping, lambda v: v)
 #: Text and mappings taken from a command line or settings (a worker's ``launch_cmd`` and
 #: ``args``): stored, and read back, with their credentials masked (``urls.mask_secrets``).
-MASKED_OPT_STR = Codec(_masked_opt_str, _masked_opt_str)
-MASKED_JSON_MAPPING = Codec(lambda v: _masked(json_mapping(v)), _masked)
+MASKED_OPT_STR = Codec(_masked_opt_str, _masked_opt_str, _masked_opt_str)
+MASKED_JSON_MAPPING = Codec(lambda v: _masked(json_mapping(v)), _masked, _masked)
 DATETIME = Codec(
     lambda v: datetime_to_micros(aware_utc(v)),
     lambda v: micros_to_datetime(_check_int(v)),
+    micros_to_datetime,
 )
 OPT_DATETIME = Codec(
     lambda v: None if v is None else datetime_to_micros(aware_utc(v)),
     lambda v: None if v is None else micros_to_datetime(_check_int(v)),
+    lambda v: None if v is None else micros_to_datetime(v),
 )
 
 
 def enum_codec(parse: Callable[[Any], Any]) -> Codec:
-    return Codec(lambda v: parse(v).value, parse)
+    """A str enum stored as its value; ``parse`` (the enum's own) validates, reading looks the
+    stored value up first."""
+    members = {member.value: member for member in getattr(parse, "__self__", ())}
+
+    def read(value: Any) -> Any:
+        member = members.get(value)
+        return member if member is not None else parse(value)
+
+    return Codec(lambda v: parse(v).value, parse, read)

@@ -18,7 +18,7 @@ class LogicalWorker(Record):
     ENTITY: ClassVar[str] = "logical_worker"
     CODECS: ClassVar[dict[str, codec.Codec]] = {
         "name": codec.STR,
-        "queues": codec.Codec(lambda v: sorted(codec.str_tuple(v)), tuple),
+        "queues": codec.Codec(lambda v: sorted(codec.str_tuple(v)), tuple, tuple),
         "created_at": codec.DATETIME,
     }
     RELATIONS: ClassVar[tuple[str, ...]] = ("runs", "physical_workers")

@@ -90,8 +90,11 @@ class TrackingStore(ABC):
         """Insert ``study`` unless one with its name exists; return (id, created)."""
 
     @abstractmethod
-    def create_run(self, run: Run, keep_id: bool = False) -> Run:
-        """Insert ``run`` into the existing study ``run.study_id`` under a new id.
+    def create_run(self, run: Run, keep_id: bool = False, study: Study | None = None) -> Run:
+        """Insert ``run`` into the existing study ``run.study_id`` under a new id; or, given
+        ``study``, into the study named ``study.name``, which is created (as ``create_study``)
+        if missing, in the same atomic step: one round trip, and a run refused (its
+        workspace is taken) creates no study. ``run.study_id`` is then ignored.
 
         The store assigns run ids from its own sequence (``ids.run_id``), so they sort by
         creation; ``run.id`` is ignored unless ``keep_id``.

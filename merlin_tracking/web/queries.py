@@ -109,7 +109,7 @@ def runs_list(db: TrackingDatabase, params: Params) -> dict[str, Any]:
         stalled = sum(1 for run in matching if run.status is RunStatus.STALLED)
         total = len(matching)
     else:  # by status only: count from the status index, read only up to the page
-        shown = replace(chosen, limit=page.offset + page.limit).select(db)[page.offset :]
+        shown = replace(chosen, offset=page.offset, limit=page.limit).select(db)
         counts = db.runs.count_by_status()
         wanted = {RunStatus.parse(s).value for s in chosen.statuses} or set(counts)
         total = sum(n for status, n in counts.items() if status in wanted)

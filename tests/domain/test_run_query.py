@@ -113,6 +113,22 @@ def test_query_reads_page_by_page_and_stops_early(
     assert pages_read(RunQuery(since=d.created_at)) == [2, 2]
     assert pages_read(RunQuery(until=b.created_at, newest_first=False)) == [2, 2]
     assert ids(db.runs.query(RunQuery(since=c.created_at, limit=3))) == [e.id, d.id, c.id]
+    # An offset with no time window skips ids without reading their runs.
+    assert pages_read(RunQuery(offset=3, limit=2)) == [2]
+    assert ids(db.runs.query(RunQuery(offset=3, limit=2))) == [b.id, a.id]
+
+
+def test_query_offset_skips_matching_runs_in_the_order_asked(
+    db: TrackingDatabase, ledger: dict[str, Run]
+) -> None:
+    a, b, c, d, e = (ledger[key].id for key in "abcde")
+    assert ids(db.runs.query(RunQuery(offset=1, limit=2))) == [d, c]
+    assert ids(db.runs.query(RunQuery(offset=1, newest_first=False))) == [b, c, d, e]
+    window = RunQuery(offset=1, since=ledger["b"].created_at, until=ledger["d"].created_at)
+    assert ids(db.runs.query(window)) == [c, b]
+    assert db.runs.query(RunQuery(offset=5)) == []
+    with pytest.raises(InvalidFilterError, match="offset"):
+        RunQuery(offset=-1)
 
 
 def test_query_validation_errors_are_invalid_filter_errors(db: TrackingDatabase) -> None:

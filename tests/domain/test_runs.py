@@ -27,6 +27,23 @@ def test_create_makes_the_study_and_links_both_ways(db: TrackingDatabase) -> Non
     assert run.created_at == run.updated_at
 
 
+def test_a_refused_run_creates_no_study(db: TrackingDatabase) -> None:
+    db.runs.create("sweep", "/ws/1", ["q"])
+    with pytest.raises(DuplicateEntityError):
+        db.runs.create("another study", "/ws/1", ["q"])
+    assert [study.name for study in db.studies.get_all()] == ["sweep"]
+
+
+def test_runs_of_one_new_study_created_at_once_share_it(db: TrackingDatabase) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        runs = list(pool.map(lambda i: db.runs.create("new", f"/ws/{i}", ["q"]), range(40)))
+    (study,) = db.studies.get_all()
+    assert {run.study_id for run in runs} == {study.id}
+    assert sorted(study.runs) == sorted(run.id for run in runs)
+
+
 def test_known_kwargs_are_fields_unknown_go_to_additional_data(db: TrackingDatabase) -> None:
     run = db.runs.create(
         "sweep",
@@ -67,9 +84,9 @@ def test_workspace_is_unique(db: TrackingDatabase) -> None:
     with pytest.raises(DuplicateEntityError) as caught:
         db.runs.create("other", "/ws/1", ["q"])
     assert caught.value.existing_id == first.id
-    # The failed create left nothing behind but the (idempotent) study.
+    # The failed create left nothing behind, not even its study.
     assert db.runs.count() == 1
-    assert db.studies.get("other").runs == ()
+    assert db.studies.find("other") is None
 
 
 def test_reference_getters(db: TrackingDatabase) -> None:

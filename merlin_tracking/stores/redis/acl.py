@@ -37,6 +37,7 @@ READS = (
     "sinter",
     "sismember",
     "smembers",
+    "smismember",
     "srandmember",
     "strlen",
     "sunion",

@@ -37,8 +37,8 @@ def create_study(run_script: RunScript, study: Study) -> tuple[str, bool]:
     raise RuntimeError("could not allocate a unique study id")  # pragma: no cover
 
 
-def create_run(run_script: RunScript, run: Run, keep_id: bool) -> Run:
-    if run.study_id is None:
+def create_run(run_script: RunScript, run: Run, keep_id: bool, study: Study | None = None) -> Run:
+    if study is None and run.study_id is None:
         raise InvalidRecordError("a new run needs a study_id")
     sequence = ""
     if keep_id:
@@ -47,27 +47,40 @@ def create_run(run_script: RunScript, run: Run, keep_id: bool) -> Run:
             raise InvalidRecordError(f"{run.id!r} is not a run id (r<number>)")
     fields = run.to_fields()
     fields.pop("workers", None)  # attached by the script from the worker indexes
-    result = run_script(
-        "create_run",
-        [
-            digest(run.workspace),
-            sequence,
-            run.study_id,
-            run.status.value,
-            len(run.queues),
-            *run.queues,
-            *pairs(fields),
-        ],
-    )
-    status = result[0]
-    if status == 1:
-        workers = tuple(sorted(text(w) for w in result[2:]))
-        return run.replace(id=run_id_of(result[1]), workers=workers)
-    if status == 0:
-        raise DuplicateEntityError("run", "workspace", run.workspace, run_id_of(result[1]))
-    if status == -2:
-        raise StudyNotFoundError(run.study_id, "it was deleted while the run was created")
-    raise DuplicateEntityError("run", "id", run.id, run.id)
+    if study is not None:
+        fields.pop("study_id", None)  # the script writes the id of the study it found or made
+    for _ in range(_ID_CLASH_RETRIES):
+        study_items = (
+            [] if study is None else [digest(study.name), study.id, *pairs(study.to_fields())]
+        )
+        result = run_script(
+            "create_run",
+            [
+                digest(run.workspace),
+                sequence,
+                "" if study is not None else run.study_id,
+                run.status.value,
+                len(run.queues),
+                *run.queues,
+                len(study_items),
+                *study_items,
+                *pairs(fields),
+            ],
+        )
+        status = result[0]
+        if status == 1:
+            workers = tuple(sorted(text(w) for w in result[3:]))
+            return run.replace(id=run_id_of(result[1]), study_id=text(result[2]), workers=workers)
+        if status == 0:
+            raise DuplicateEntityError("run", "workspace", run.workspace, run_id_of(result[1]))
+        if status == -2:
+            raise StudyNotFoundError(str(run.study_id), "it was deleted while the run was created")
+        if status == -1:
+            raise DuplicateEntityError("run", "id", run.id, run.id)
+        assert study is not None  # -3: the new study's generated id clashed
+        fresh_id, created_at = new_id()
+        study = study.replace(id=fresh_id, created_at=created_at)
+    raise RuntimeError("could not allocate a unique study id")  # pragma: no cover
 
 
 def create_logical_worker(run_script: RunScript, worker: LogicalWorker) -> bool:

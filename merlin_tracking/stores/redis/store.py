@@ -101,8 +101,8 @@ class RedisStore(TrackingStore):
     def create_study(self, study: Study) -> tuple[str, bool]:
         return creation.create_study(self._run, study)
 
-    def create_run(self, run: Run, keep_id: bool = False) -> Run:
-        return creation.create_run(self._run, run, keep_id)
+    def create_run(self, run: Run, keep_id: bool = False, study: Study | None = None) -> Run:
+        return creation.create_run(self._run, run, keep_id, study)
 
     def add_run_queues(self, run_id: str, queues: Sequence[str]) -> Run:
         result = self._run("add_run_queues", [run_member(run_id), *queues])

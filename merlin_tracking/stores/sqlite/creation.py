@@ -37,13 +37,14 @@ def create_study(conn: sqlite3.Connection, ns: str, study: Study) -> tuple[str, 
     return study.id, True
 
 
-def check_new_run(run: Run, keep_id: bool) -> tuple[str, str | None]:
-    """The new run's study id and, with ``keep_id``, the sequence of its id (else None).
+def check_new_run(run: Run, keep_id: bool, study: Study | None = None) -> tuple[str, str | None]:
+    """The new run's study id (``""`` when ``study`` names it) and, with ``keep_id``, the
+    sequence of its id (else None).
 
     Checks the arguments alone, before any transaction: ``InvalidRecordError`` if the run has
     no study or ``keep_id`` is asked for an id that is not a run id.
     """
-    study_id = run.study_id
+    study_id = "" if study is not None else run.study_id
     if study_id is None:
         raise InvalidRecordError("a new run needs a study_id")
     kept = run_sequence(run.id) if keep_id else None

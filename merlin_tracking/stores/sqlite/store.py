@@ -77,9 +77,12 @@ class SqliteStore(TrackingStore):
         with self._db.transaction(write=True) as conn:
             return creation.create_study(conn, self.prefix, study)
 
-    def create_run(self, run: Run, keep_id: bool = False) -> Run:
-        study_id, kept = creation.check_new_run(run, keep_id)
+    def create_run(self, run: Run, keep_id: bool = False, study: Study | None = None) -> Run:
+        study_id, kept = creation.check_new_run(run, keep_id, study)
         with self._db.transaction(write=True) as conn:
+            if study is not None:
+                study_id, _ = creation.create_study(conn, self.prefix, study)
+                run = run.replace(study_id=study_id)
             return creation.create_run(conn, self.prefix, run, study_id, kept)
 
     def add_run_queues(self, run_id: str, queues: Sequence[str]) -> Run:

@@ -109,11 +109,12 @@ local function list_remove(hkey, field, member)
   return 1
 end
 
-local function hset_pairs(hkey, pairs, first, fresh)
+local function hset_pairs(hkey, pairs, first, fresh, last)
   -- pairs: flat array name, json, name, json...; an empty json text deletes the field.
   -- ``fresh``: the hash is new, so short values go out in one HSET with no stale chunks.
+  -- ``last``: the index of the last item to read (default: the end of ``pairs``).
   local short = {}
-  for i = first, #pairs, 2 do
+  for i = first, last or #pairs, 2 do
     local name, value = pairs[i], pairs[i + 1]
     if value == '' then
       hdel_full(hkey, name)

@@ -26,23 +26,44 @@ return out
 
 --@@ find_ids
 -- ARGV: JSON list of groups; a group is a list of set keys (their union) or {"ids": [...]}.
--- Returns the ids in every group (intersection of unions), reading the smallest group first.
+-- Returns the ids in every group (intersection of unions). The smallest group gives the
+-- candidates; each set of the other groups is probed for all of them at once (SMISMEMBER,
+-- in batches that unpack() can take), so the commands run follow the number of sets, not the
+-- candidates (a server before 6.2, without SMISMEMBER, is probed one member at a time).
 local groups = cjson.decode(ARGV[1])
+local BATCH = 4000
 local function group_size(g)
   if g['ids'] then return #g['ids'] end
   local n = 0
   for _, k in ipairs(g) do n = n + redis.call('SCARD', k) end
   return n
 end
-local function group_has(g, member)
+local function probe(k, members, first, last)
+  local reply = redis.pcall('SMISMEMBER', k, unpack(members, first, last))
+  if type(reply) == 'table' and reply.err == nil then return reply end
+  reply = {}
+  for i = first, last do reply[#reply + 1] = redis.call('SISMEMBER', k, members[i]) end
+  return reply
+end
+-- Marks, in `keep`, the candidates that are in group g; clears the others.
+local function narrow(g, candidates, keep)
+  local found = {}
   if g['ids'] then
-    for _, v in ipairs(g['ids']) do if v == member then return true end end
-    return false
+    local set = {}
+    for _, v in ipairs(g['ids']) do set[v] = true end
+    for i, m in ipairs(candidates) do if set[m] then found[i] = true end end
+  else
+    for _, k in ipairs(g) do
+      for first = 1, #candidates, BATCH do
+        local last = math.min(first + BATCH - 1, #candidates)
+        local reply = probe(k, candidates, first, last)
+        for j = first, last do
+          if reply[j - first + 1] == 1 then found[j] = true end
+        end
+      end
+    end
   end
-  for _, k in ipairs(g) do
-    if redis.call('SISMEMBER', k, member) == 1 then return true end
-  end
-  return false
+  for i = 1, #candidates do keep[i] = keep[i] and found[i] or false end
 end
 local best, best_size = 1, nil
 for i, g in ipairs(groups) do
@@ -58,12 +79,13 @@ elseif #base == 0 then
 else
   candidates = redis.call('SUNION', unpack(base))
 end
+local keep = {}
+for i = 1, #candidates do keep[i] = true end
+for i, g in ipairs(groups) do
+  if i ~= best and #candidates > 0 then narrow(g, candidates, keep) end
+end
 local result = {}
-for _, member in ipairs(candidates) do
-  local keep = true
-  for i, g in ipairs(groups) do
-    if i ~= best and not group_has(g, member) then keep = false; break end
-  end
-  if keep then result[#result + 1] = member end
+for i, member in ipairs(candidates) do
+  if keep[i] then result[#result + 1] = member end
 end
 return result

@@ -2,15 +2,34 @@
 -- Runs: creation in a study, queues, logical workers, status set by hand, deletion.
 
 --@@ create_run
--- ARGV: workspace digest, sequence ('' = allocate), study id, status, queue count n,
---       n queues, field pairs...
+-- ARGV: workspace digest, sequence ('' = allocate), study id ('' = the study below), status,
+--       queue count n, n queues, study item count m, m study items (name digest, new id,
+--       field pairs...: the study to use by name, created if missing), run field pairs...
 -- Runs are numbered by a per-prefix sequence ({P}:run:seq): ids sort by creation and index
--- sets hold small integers, which Redis stores as compact intsets.
--- -> {1, sequence, attached worker ids...} | {0, existing sequence} | {-1} sequence taken
---    (import) | {-2} study missing
+-- sets hold small integers, which Redis stores as compact intsets. The study and the run are
+-- created together, so a create is one round trip, and a refused run creates no study.
+-- -> {1, sequence, study id, attached worker ids...} | {0, existing sequence} | {-1} sequence
+--    taken (import) | {-2} study missing | {-3} the new study's id is taken (draw another)
 local existing = redis.call('HGET', key('run', 'workspace'), ARGV[1])
 if existing then return {0, existing} end
-if redis.call('EXISTS', key('study', ARGV[3])) == 0 then return {-2} end
+local nq = tonumber(ARGV[5])
+local ns = tonumber(ARGV[6 + nq])
+local first_field = 7 + nq + ns
+local study_id = ARGV[3]
+if ns > 0 then
+  local at = 7 + nq
+  study_id = redis.call('HGET', key('study', 'name'), ARGV[at])
+  if not study_id then
+    study_id = ARGV[at + 1]
+    if redis.call('EXISTS', key('study', study_id)) == 1 then return {-3} end
+    if ARGV[2] ~= '' and redis.call('EXISTS', key('run', ARGV[2])) == 1 then return {-1} end
+    redis.call('HSET', key('study', 'name'), ARGV[at], study_id)
+    redis.call('SADD', key('study', 'ids'), study_id)
+    hset_pairs(key('study', study_id), ARGV, at + 2, true, first_field - 1)
+  end
+elseif redis.call('EXISTS', key('study', study_id)) == 0 then
+  return {-2}
+end
 local seq_key = key('run', 'seq')
 local run_id = ARGV[2]
 if run_id == '' then
@@ -22,15 +41,15 @@ else
   end
 end
 local rkey = key('run', run_id)
-local nq = tonumber(ARGV[5])
 local lw_keys = {}
 for i = 6, 5 + nq do
   redis.call('SADD', key('run', 'queue', ARGV[i]), run_id)
   lw_keys[#lw_keys + 1] = key('lw', 'queue', ARGV[i])
 end
 redis.call('HSET', key('run', 'workspace'), ARGV[1], run_id)
-hset_pairs(rkey, ARGV, 6 + nq, true)
-redis.call('SADD', key('study', ARGV[3], 'runs'), run_id)
+hset_pairs(rkey, ARGV, first_field, true)
+if ns > 0 then redis.call('HSET', rkey, 'study_id', cjson.encode(study_id)) end
+redis.call('SADD', key('study', study_id, 'runs'), run_id)
 redis.call('SADD', key('run', 'status', ARGV[4]), run_id)
 local workers = {}
 if #lw_keys > 0 then workers = redis.call('SUNION', unpack(lw_keys)) end
@@ -43,7 +62,7 @@ redis.call('LTRIM', key('run', 'recent'), 0, 49)
 if ACTIVE_STATUS[ARGV[4]] and redis.call('HEXISTS', rkey, 'settle_until') == 1 then
   redis.call('ZADD', key('run', 'settle'), redis.call('HGET', rkey, 'settle_until'), run_id)
 end
-local result = {1, run_id}
+local result = {1, run_id, study_id}
 for _, w in ipairs(workers) do result[#result + 1] = w end
 return result
 
