@@ -36,13 +36,13 @@ class InvalidPeriodError(InvalidFilterError):
 class RunQuery:
     """Which runs ``RunManager.query`` returns: those matching every criterion given.
 
-    ``None`` leaves a criterion out; a tuple matches any of its values, so an empty one matches
-    nothing (as in ``get_all`` filters). ``workers`` are logical worker ids. ``since`` and
-    ``until`` bound ``created_at`` (both inclusive). ``limit`` keeps the first runs in the order
-    asked (``newest_first``, the default, or oldest first), after skipping the first ``offset``
-(a page further down: with no time window those runs are not even read). The limit and the time window are
-    checked here (``InvalidFilterError``, ``InvalidPeriodError``); statuses and other values
-    when the query runs, by the filter rules of ``managers.filters``.
+        ``None`` leaves a criterion out; a tuple matches any of its values, so an empty one matches
+        nothing (as in ``get_all`` filters). ``workers`` are logical worker ids. ``since`` and
+        ``until`` bound ``created_at`` (both inclusive). ``limit`` keeps the first runs in the order
+        asked (``newest_first``, the default, or oldest first), after skipping the first ``offset``
+    (a page further down: with no time window those runs are not even read). The limit and the time window are
+        checked here (``InvalidFilterError``, ``InvalidPeriodError``); statuses and other values
+        when the query runs, by the filter rules of ``managers.filters``.
     """
 
     study_id: str | None = None
