@@ -12,7 +12,6 @@ from merlin_tracking.errors import (
     InvalidRecordError,
     InvalidTransitionError,
     RunNotFoundError,
-    StudyNotFoundError,
     choices,
 )
 from merlin_tracking.ids import new_id

@@ -121,7 +121,7 @@ def test_query_reads_page_by_page_and_stops_early(
 def test_query_offset_skips_matching_runs_in_the_order_asked(
     db: TrackingDatabase, ledger: dict[str, Run]
 ) -> None:
-    a, b, c, d, e = (ledger[key].id for key in "abcde")
+    b, c, d, e = (ledger[key].id for key in "bcde")
     assert ids(db.runs.query(RunQuery(offset=1, limit=2))) == [d, c]
     assert ids(db.runs.query(RunQuery(offset=1, newest_first=False))) == [b, c, d, e]
     window = RunQuery(offset=1, since=ledger["b"].created_at, until=ledger["d"].created_at)
