@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeGuard, TypeVar
 
 from merlin_tracking.errors import EntityNotFoundError, InvalidRecordError
@@ -72,6 +72,23 @@ class Manager(Generic[R]):
         limit = check_limit(limit)
         self._fresh()
         return self.store.query(self.record_type, normalised, limit)
+
+    def iter_all(
+        self, filters: Mapping[str, Any] | None = None, limit: int | None = None
+    ) -> Iterator[R]:
+        """``get_all``, streamed: the same records in the same order, read a page at a time,
+        so listing 100,000 runs holds one page in memory. Filters are checked at once; the
+        records are read as the iterator is consumed."""
+        normalised = normalise_filters(self.record_type.ENTITY, filters)
+        limit = check_limit(limit)
+        self._fresh()
+        pages = self.store.query_pages(self.record_type, normalised, limit)
+
+        def records() -> Iterator[R]:
+            for page in pages:
+                yield from page
+
+        return records()
 
     def count(self) -> int:
         return self.store.count(self.record_type)

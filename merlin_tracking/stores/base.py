@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -30,6 +30,9 @@ from merlin_tracking.records import (
     Task,
 )
 from merlin_tracking.records.events import TaskEvent
+
+#: Records per ``fetch_many`` when a query is read page by page (``query_pages``).
+QUERY_PAGE = 1000
 
 R = TypeVar("R", bound=Record)
 
@@ -307,16 +310,35 @@ class TrackingStore(ABC):
 
     def query(self, record_type: type[R], filters: Filters, limit: int | None = None) -> list[R]:
         """Matching records in creation order (oldest first), at most ``limit``."""
+        return [
+            record
+            for page in self.query_pages(record_type, filters, limit=limit)
+            for record in page
+        ]
+
+    def query_pages(
+        self,
+        record_type: type[R],
+        filters: Filters,
+        limit: int | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[list[R]]:
+        """``query``'s records a page (one ``fetch_many``) at a time, so a listing of any size
+        holds one page of records in memory."""
         ids = self.find_ids(record_type, filters)
         if record_type is LogicalWorker:
-            # Logical worker ids are digests, not time-ordered: order by the records instead.
+            # Logical worker ids are digests, not time-ordered: order by the records instead
+            # (a ledger holds few of them).
             records = self.fetch_many(record_type, ids)
             records.sort(key=lambda rec: (rec.created_at, rec.id))
-            return records[:limit] if limit is not None else records
+            yield records[:limit] if limit is not None else records
+            return
         ids.sort(key=id_sort_key)
         if limit is not None:
             ids = ids[:limit]
-        return self.fetch_many(record_type, ids)
+        size = page_size or QUERY_PAGE
+        for start in range(0, len(ids), size):
+            yield self.fetch_many(record_type, ids[start : start + size])
 
 
 __all__ = [

@@ -8,6 +8,7 @@ import pytest
 
 from merlin_tracking import (
     DuplicateEntityError,
+    InvalidFilterError,
     InvalidRecordError,
     Run,
     RunNotFoundError,
@@ -247,3 +248,33 @@ def test_run_ids_come_from_the_store_sequence_in_creation_order(db: TrackingData
     assert db.runs.get_all() == runs  # r10 after r9: numeric, not text, order
     db.runs.delete("r12")
     assert db.runs.create("s", "/ws/again", ["q"]).id == "r13"  # ids are never reused
+
+
+def test_iter_all_streams_what_get_all_returns_a_page_at_a_time(
+    db: TrackingDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from merlin_tracking.stores import base
+
+    for index in range(25):
+        db.runs.create("sweep" if index % 2 else "other", f"/ws/{index}", ["q"])
+    monkeypatch.setattr(base, "QUERY_PAGE", 10)
+    pages: list[int] = []
+    fetch_many = db.store.fetch_many
+
+    def counting(record_type: type[Run], wanted: list[str]) -> list[Run]:
+        pages.append(len(wanted))
+        return fetch_many(record_type, wanted)
+
+    monkeypatch.setattr(db.store, "fetch_many", counting)
+    streamed = db.runs.iter_all()
+    assert pages == []  # nothing read before the first record is asked for
+    first = next(streamed)
+    assert pages == [10]
+    assert [first, *streamed] == db.runs.get_all()
+    assert pages[:3] == [10, 10, 5]
+    study = db.studies.get("sweep").id
+    assert list(db.runs.iter_all({"study_id": study}, limit=5)) == db.runs.get_all(
+        {"study_id": study}, limit=5
+    )
+    with pytest.raises(InvalidFilterError, match="colour"):
+        db.runs.iter_all({"colour": "red"})

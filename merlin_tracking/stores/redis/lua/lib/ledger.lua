@@ -34,17 +34,14 @@ local IMPLY_START = {retried = true, succeeded = true, failed = true}
 local JOINS_QUEUE = {published = true, received = true, retried = true}
 local B36 = '0123456789abcdefghijklmnopqrstuvwxyz'
 
-local B36_DIGIT = {}
-for i = 0, 35 do B36_DIGIT[i] = string.sub(B36, i + 1, i + 1) end
-
 local function b36(n)
-  if n >= 0 and n < 36 then return B36_DIGIT[n] end
+  if n >= 0 and n < 36 then return string.sub(B36, n + 1, n + 1) end
   local sign = ''
   if n < 0 then sign, n = '-', -n end
   local out = ''
   while n > 0 do
     local d = n % 36
-    out = B36_DIGIT[d] .. out
+    out = string.sub(B36, d + 1, d + 1) .. out
     n = (n - d) / 36
   end
   return sign .. out
