@@ -149,8 +149,7 @@ def report(result: dict[str, Any], wall: float, load_start: str, load_end: str) 
         "",
         f"**Targets: {sum(met_all)} of {len(met_all)} met.**",
         "",
-        "| operation | calls each | Merlin ms | ours ms | ratio (Merlin / ours) | target "
-        "| |",
+        "| operation | calls each | Merlin ms | ours ms | ratio (Merlin / ours) | target | |",
         "|---|---:|---:|---:|---:|---:|---|",
         *rows,
         "",
