@@ -134,7 +134,7 @@ def instrumented_client(url: str) -> redis.Redis:
 
 def install_client(url: str, client: redis.Redis) -> None:
     """Benchmark-only hook: make the store's ``client_for(url)`` return ``client``."""
-    store_connection._clients[(url, os.getpid())] = client
+    store_connection._clients[(url, os.getpid(), None)] = client
 
 
 class Probe:

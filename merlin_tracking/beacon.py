@@ -6,7 +6,8 @@ alive. So the worker bootstep starts this process (``python -m merlin_tracking.b
 hands it the store, the physical worker id and the interval on its stdin (one JSON line: the
 store URL may hold a password, which must not show in a process listing). Every interval it
 records a heartbeat and applies what time made due in the ledger (``catch_up``: stale workers'
-tasks LOST, settled runs COMPLETED). It exits as soon as its worker does: stdin closes when the
+tasks LOST, settled runs COMPLETED), both in one call (``TrackingStore.beat``), the catch-up at
+most once a second for the whole ledger however many beacons beat. It exits as soon as its worker does: stdin closes when the
 worker exits or is killed (SIGKILL, OOM), and it also checks that its parent is still the
 worker. It imports no Celery, so it costs little memory.
 """
@@ -42,9 +43,8 @@ def run(url: str, prefix: str, worker_id: str, interval: float, parent: int, std
             continue
         next_beat = time.monotonic() + interval
         try:
-            if not store.heartbeat(worker_id, datetime.now(timezone.utc)):
+            if not store.beat(worker_id, datetime.now(timezone.utc)):
                 return  # the record was deleted: the worker re-registers and starts a new one
-            store.catch_up()
             if warned:
                 logger.warning("merlin_tracking beacon: store reachable again")
                 warned = False

@@ -31,6 +31,9 @@ from merlin_tracking.records import (
 )
 from merlin_tracking.records.events import TaskEvent
 
+#: Seconds between the catch-ups that beacons' beats apply for a whole ledger (``beat``).
+BEAT_CATCH_UP_EVERY = 1.0
+
 #: Records per ``fetch_many`` when a query is read page by page (``query_pages``).
 QUERY_PAGE = 1000
 
@@ -252,6 +255,15 @@ class TrackingStore(ABC):
     def heartbeat(self, worker_id: str, at: datetime) -> bool:
         """Record a physical worker's heartbeat and renew its liveness (a worker stored STALLED
         is RUNNING again, and the runs on its queues are judged again); False if it is gone."""
+
+    def beat(self, worker_id: str, at: datetime, every: float = BEAT_CATCH_UP_EVERY) -> bool:
+        """A beacon's beat: ``heartbeat``, then ``catch_up`` (what time made due), which a
+        store may skip when another beat of the ledger applied it within ``every`` seconds,
+        so the cost of a beat stays flat however many workers beat. False if it is gone."""
+        alive = self.heartbeat(worker_id, at)
+        if alive:
+            self.catch_up()
+        return alive
 
     @abstractmethod
     def find_dangling(self) -> list[DanglingReference]:

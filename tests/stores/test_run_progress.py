@@ -10,11 +10,13 @@ import pytest
 from merlin_tracking import (
     InvalidRecordError,
     InvalidTransitionError,
+    PhysicalWorker,
     RunStatus,
     TrackingDatabase,
     WorkerStatus,
 )
 from merlin_tracking.records.events import COUNTED_AT_WORKER, TaskEvent, TaskEventKind
+from tests.support.celery import wait_for
 
 P, S, RT, OK, KO, RV = (
     TaskEventKind.PUBLISHED,
@@ -395,3 +397,45 @@ def test_a_large_batch_counts_every_task_once(db: TrackingDatabase) -> None:
         "lost": 0,
     }
     assert done.status is RunStatus.COMPLETED
+
+
+def _stored_stalled(db: TrackingDatabase) -> list[str]:
+    """Workers stored STALLED (found stale by a catch-up), read without a catch-up."""
+    return sorted(db.store.find_ids(PhysicalWorker, {"status": ["STALLED"]}))
+
+
+def _expired(db: TrackingDatabase, worker_id: str) -> None:
+    """Wait, without a catch-up, until the worker's liveness has lapsed."""
+    wait_for(
+        lambda: (
+            getattr(db.store.fetch(PhysicalWorker, worker_id), "status", None)
+            is WorkerStatus.STALLED
+        )
+    )
+
+
+def test_a_beacons_beat_applies_what_time_made_due(db: TrackingDatabase) -> None:
+    alive = db.physical_workers.create("alive@n", pid=1, stale_after=30)
+    gone = db.physical_workers.create("gone@n", pid=2, stale_after=0.2)
+    _expired(db, gone.id)
+    assert _stored_stalled(db) == []
+    assert db.store.beat(alive.id, datetime.now(timezone.utc)) is True
+    assert _stored_stalled(db) == [gone.id]
+    db.physical_workers.delete(alive.id)
+    assert db.store.beat(alive.id, datetime.now(timezone.utc)) is False
+
+
+def test_beats_of_many_workers_catch_up_once_per_interval(redis_db: TrackingDatabase) -> None:
+    db = redis_db
+    alive = db.physical_workers.create("alive@n", pid=1, stale_after=30)
+    first = db.physical_workers.create("first@n", pid=2, stale_after=0.2)
+    _expired(db, first.id)
+    assert db.store.beat(alive.id, datetime.now(timezone.utc), every=60) is True
+    assert _stored_stalled(db) == [first.id]
+    second = db.physical_workers.create("second@n", pid=3, stale_after=0.2)
+    _expired(db, second.id)
+    # Within the interval another beat does not catch up again; readers still do.
+    assert db.store.beat(alive.id, datetime.now(timezone.utc), every=60) is True
+    assert _stored_stalled(db) == [first.id]
+    db.store.catch_up()
+    assert _stored_stalled(db) == sorted([first.id, second.id])

@@ -36,6 +36,7 @@ from merlin_tracking.records import (
 from merlin_tracking.records.events import TaskEvent
 from merlin_tracking.records.task import task_matches
 from merlin_tracking.stores.base import (
+    BEAT_CATCH_UP_EVERY,
     DEFAULT_PREFIX,
     CatchUp,
     DanglingReference,
@@ -226,6 +227,15 @@ class RedisStore(TrackingStore):
     def heartbeat(self, worker_id: str, at: datetime) -> bool:
         stamp = PhysicalWorker.encode_field("heartbeat_timestamp", at)
         return bool(self._run("heartbeat", [worker_id, stamp]))
+
+    def beat(self, worker_id: str, at: datetime, every: float = BEAT_CATCH_UP_EVERY) -> bool:
+        # The heartbeat answers 2 to the first beat of the ledger in ``every`` seconds (a key
+        # that expires: {P}:catch_up:due), whose beacon then applies the catch-up.
+        stamp = PhysicalWorker.encode_field("heartbeat_timestamp", at)
+        answer = self._run("heartbeat", [worker_id, stamp, str(max(1, round(every * 1000)))])
+        if answer == 2:
+            self.catch_up()
+        return bool(answer)
 
     def find_dangling(self) -> list[DanglingReference]:
         return maintenance.find_dangling(self)

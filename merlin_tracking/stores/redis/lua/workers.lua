@@ -123,27 +123,6 @@ end
 refresh_liveness(id)
 return {outcome, id}
 
---@@ heartbeat
--- ARGV: physical worker id, heartbeat_timestamp json -> 1 | 0 when the worker is missing
--- A worker stored STALLED (catch_up found it stale) that beats again is RUNNING again, and the
--- runs on its queues have their consumer back.
-local pw = ARGV[1]
-local pkey = key('pw', pw)
-if redis.call('EXISTS', pkey) == 0 then return 0 end
-redis.call('HSET', pkey, 'heartbeat_timestamp', ARGV[2])
-local revived = jget(pkey, 'status', 'RUNNING') == 'STALLED'
-if revived then
-  redis.call('SREM', key('pw', 'status', 'STALLED'), pw)
-  redis.call('SADD', key('pw', 'status', 'RUNNING'), pw)
-  redis.call('HSET', pkey, 'status', cjson.encode('RUNNING'))
-end
-refresh_liveness(pw)
-if revived then
-  local lw = jget(pkey, 'logical_worker_id', nil)
-  if lw then refresh_queue_runs(jget(key('lw', lw), 'queues', {})) end
-end
-return 1
-
 --@@ stop_worker
 -- ARGV: physical worker id, heartbeat_timestamp json -> 1 | 0 when the worker is missing
 -- STOPPED with its pid cleared; tasks it still held become LOST; the runs on its queues may
