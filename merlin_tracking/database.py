@@ -143,6 +143,11 @@ class TrackingDatabase:
             + self.logical_workers.delete_all()
         )
 
+    def migrate(self) -> dict[str, int]:
+        """Bring a ledger written by an older release to the current format in place, now
+        rather than as records are met (``merlin-tracking migrate``); idempotent."""
+        return self.store.migrate()
+
     def run_details(self, run_id_or_workspace: str) -> RunDetails:
         """The run with this id or workspace and the records it refers to, read once for every
         view of a run (``RunNotFoundError`` if there is none). References that vanished

@@ -162,3 +162,26 @@ def import_(state: CliState, file: Path, as_json: bool) -> None:
         echo_json({"run": run_documents(db, [run])[0]})
     else:
         click.echo(f"Imported run {run.id} ({run.workspace})")
+
+
+@click.command(
+    epilog=examples(
+        "merlin-tracking migrate", "merlin-tracking --url redis://host/0 migrate --json"
+    )
+)
+@json_option
+@pass_state
+def migrate(state: CliState, as_json: bool) -> None:
+    """Bring a ledger written by an older release to this release's format, in place: runs of
+    older record versions upgraded, task ledgers given their index. Reads and writes do this
+    as they meet such records; this does all of it now. Safe to run again (it then changes
+    nothing) and while workers run."""
+    done = state.db.migrate()
+    if as_json:
+        echo_json(done)
+        return
+    click.echo(
+        f"{plural(done['runs'], 'run')} checked: {plural(done['runs_upgraded'], 'run')} "
+        f"upgraded, {plural(done['ledgers_indexed'], 'task ledger')} indexed"
+        + ("" if done["runs_upgraded"] or done["ledgers_indexed"] else "; nothing to do")
+    )

@@ -256,6 +256,12 @@ class TrackingStore(ABC):
         """Record a physical worker's heartbeat and renew its liveness (a worker stored STALLED
         is RUNNING again, and the runs on its queues are judged again); False if it is gone."""
 
+    @abstractmethod
+    def migrate(self) -> dict[str, int]:
+        """Bring every record of an older release's ledger to the current format now (what
+        reads and writes otherwise do as they meet them). Idempotent: a second call changes
+        nothing and says so. Returns what was counted and changed, by name."""
+
     def beat(self, worker_id: str, at: datetime, every: float = BEAT_CATCH_UP_EVERY) -> bool:
         """A beacon's beat: ``heartbeat``, then ``catch_up`` (what time made due), which a
         store may skip when another beat of the ledger applied it within ``every`` seconds,

@@ -324,6 +324,18 @@ class RedisStore(TrackingStore):
         self._ledgers_indexed = True
         return True
 
+    def migrate(self) -> dict[str, int]:
+        self.catch_up()  # moves wave 1's set of settling runs, among what is due
+        members = [run_member(r) for r in self.find_ids(Run, {})]
+        upgraded = indexed = 0
+        for start in range(0, len(members), DELETE_BATCH):
+            done = self._run("migrate_runs", members[start : start + DELETE_BATCH])
+            upgraded, indexed = upgraded + int(done[0]), indexed + int(done[1])
+        with store_errors(self.url):
+            self.client.set(self.keys.key("task", "indexed"), "1")
+        self._ledgers_indexed = True
+        return {"runs": len(members), "runs_upgraded": upgraded, "ledgers_indexed": indexed}
+
     def find_task(self, task_id: str) -> Task | None:
         indexed = self._index_old_ledgers()
         newest_first = sorted(self.find_ids(Run, {}), key=id_sort_key, reverse=True)

@@ -40,6 +40,26 @@ for _, run_id in ipairs(ARGV) do
 end
 return upgraded
 
+--@@ migrate_runs
+-- ARGV: run ids -> {runs upgraded from record version 1, ledgers given the row index}
+-- What readers and writers otherwise do lazily, done now: ``merlin-tracking migrate``.
+local upgraded, indexed = 0, 0
+for _, run_id in ipairs(ARGV) do
+  local rkey = key('run', run_id)
+  if redis.call('EXISTS', rkey) == 1 then
+    if redis.call('HGET', rkey, 'v') == '1' then
+      upgrade_wave_1(rkey, run_id)
+      upgraded = upgraded + 1
+    end
+    if redis.call('EXISTS', key('run', run_id, 'rows')) == 0
+        and redis.call('EXISTS', key('run', run_id, 'tasks')) == 1 then
+      open_ledger(run_id)
+      indexed = indexed + 1
+    end
+  end
+end
+return {upgraded, indexed}
+
 --@@ delete_task
 -- ARGV: run id, task id -> 1 deleted | 0 no such record
 local run_id, task = ARGV[1], ARGV[2]
