@@ -37,8 +37,11 @@ class Record:
     def __post_init__(self) -> None:
         # Normalise every field through its codec so that a record in memory is exactly what a
         # store will give back (tuples for lists, aware UTC datetimes, parsed enums).
+        defaults = _defaults(type(self))
         for name, codec in self.CODECS.items():
             value = getattr(self, name)
+            if name in defaults and _is_immutable_default(value, defaults[name]):
+                continue  # a default is valid and normal as it is (most fields of a new run)
             try:
                 normalised = codec.from_json(codec.to_json(value))
             except InvalidRecordError as exc:
@@ -159,6 +162,16 @@ class Record:
         """A copy with ``changes`` applied and validated."""
         return dataclasses.replace(self, **changes)
 
+    def stored_as(self: R, **changes: Any) -> R:
+        """A copy with values a store assigned (an id, a study id, attached workers), which are
+        normal already: not validated again. Tuples for sequence fields, as ``replace``."""
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        copy.__dict__.update(
+            {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
+        )
+        return copy
+
     def get_id(self) -> str:
         return self.id
 
@@ -169,6 +182,16 @@ class Record:
 def _is_datetime_field(cls: type[Record], name: str) -> bool:
     field_type = str(cls.__dataclass_fields__[name].type)
     return "datetime" in field_type
+
+
+def _is_immutable_default(value: Any, default: Any) -> bool:
+    """``value`` is the field's default and immutable (None, a number, a string, an enum, an
+    empty tuple), so normalising it would give it back unchanged."""
+    return (
+        type(value) is type(default)
+        and not isinstance(default, (dict, list))
+        and value == default
+    )
 
 
 def _omittable(default: Any) -> bool:
