@@ -188,9 +188,7 @@ def _is_immutable_default(value: Any, default: Any) -> bool:
     """``value`` is the field's default and immutable (None, a number, a string, an enum, an
     empty tuple), so normalising it would give it back unchanged."""
     return (
-        type(value) is type(default)
-        and not isinstance(default, (dict, list))
-        and value == default
+        type(value) is type(default) and not isinstance(default, (dict, list)) and value == default
     )
 
 

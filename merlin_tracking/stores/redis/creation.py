@@ -70,9 +70,7 @@ def create_run(run_script: RunScript, run: Run, keep_id: bool, study: Study | No
         status = result[0]
         if status == 1:
             workers = tuple(sorted(text(w) for w in result[3:]))
-            return run.stored_as(
-                id=run_id_of(result[1]), study_id=text(result[2]), workers=workers
-            )
+            return run.stored_as(id=run_id_of(result[1]), study_id=text(result[2]), workers=workers)
         if status == 0:
             raise DuplicateEntityError("run", "workspace", run.workspace, run_id_of(result[1]))
         if status == -2:
