@@ -7,6 +7,7 @@ import redis
 
 from merlin_tracking import Run, TaskState, TrackingDatabase
 from tests.support.cli import Cli, ok, store_cli
+from tests.support.wave1 import write_wave_1_run
 
 
 @pytest.fixture
@@ -30,14 +31,7 @@ def test_a_wave_1_redis_ledger_is_migrated_in_place_once(
     db = TrackingDatabase.from_url(redis_url, prefix=prefix)
     old = db.runs.create("s", "/ws/old", ["q"])
     current = db.runs.create("s", "/ws/current", ["q"])
-    key = "{" + prefix + "}:run:" + old.id[1:]
-    raw_redis.hset(key + ":tasks", mapping={"done": "S", "busy": "s", "waiting": "q"})
-    counters = {"tasks_queued": 3, "tasks_started": 2, "tasks_succeeded": 1}
-    raw_redis.hset(key, mapping={**counters, "v": "1", "status": '"RUNNING"'})
-    raw_redis.smove(
-        "{" + prefix + "}:run:status:INITIALIZED", "{" + prefix + "}:run:status:RUNNING", old.id[1:]
-    )
-    raw_redis.sadd("{" + prefix + "}:run:settling", old.id[1:])
+    key = write_wave_1_run(raw_redis, prefix, old.id)
     cli = Cli(redis_url, prefix)
     assert cli.json("migrate") == {"runs": 2, "runs_upgraded": 1, "ledgers_indexed": 1}
     assert raw_redis.hget(key, "v") == str(Run.SCHEMA_VERSION).encode()

@@ -17,6 +17,7 @@ from merlin_tracking import (
 from merlin_tracking.records import Run, RunStatus, TaskState
 from merlin_tracking.records.events import TaskEvent, TaskEventKind
 from merlin_tracking.urls import mask_url
+from tests.support.wave1 import write_wave_1_run
 
 
 def _populate(db: TrackingDatabase) -> None:
@@ -208,14 +209,7 @@ def test_wave_1_task_states_read_and_count_on(
     run = redis_db.runs.create("s", "/ws/old", ["q"])
     lw = redis_db.logical_workers.create("w", ["q"])
     redis_db.physical_workers.create("w@n", pid=1, logical_worker_id=lw.id)
-    key = "{" + prefix + "}:run:" + run.id[1:]
-    raw_redis.hset(key + ":tasks", mapping={"done": "S", "busy": "s", "waiting": "q"})
-    counters = {"tasks_queued": 3, "tasks_started": 2, "tasks_succeeded": 1}
-    raw_redis.hset(key, mapping={**counters, "v": "1", "status": '"RUNNING"'})
-    raw_redis.smove(
-        "{" + prefix + "}:run:status:INITIALIZED", "{" + prefix + "}:run:status:RUNNING", run.id[1:]
-    )
-    raw_redis.sadd("{" + prefix + "}:run:settling", run.id[1:])
+    key = write_wave_1_run(raw_redis, prefix, run.id)
     tasks = {task.id: (task.state, task.attempts) for task in redis_db.tasks.get_all()}
     assert tasks == {
         "done": (TaskState.SUCCEEDED, 1),
